@@ -1,0 +1,51 @@
+"""Datasets: the packaged corpora, the user's JSONL/CSV files, and Hugging Face datasets.
+
+``load_dataset(name, split)`` returns a tuple of :class:`Example`. Splits are fixed and
+disjoint: the corpus' own split where it has one, else a stable hash of the conversation or row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textgym.datasets.aclsum import summarization_examples
+from textgym.datasets.base import SPLITS, Example, check_split, split_of
+from textgym.datasets.chitchat import dialogue_examples, opening_examples
+from textgym.datasets.files import SUFFIXES, file_examples
+from textgym.datasets.hub import PREFIX as HUB_PREFIX
+from textgym.datasets.hub import hub_examples
+
+# name -> (builder(split, **options), one-line description)
+DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
+    "chitchat-dialogue": (dialogue_examples, "last turns of real chats (chitchat-dataset) -> next turn"),
+    "chitchat-openings": (opening_examples, "opening words of real chat messages (chitchat-dataset)"),
+    "aclsum": (summarization_examples, "ACL paper abstracts -> human summaries (aclsum)"),
+}
+
+
+def load_dataset(name: str, split: str = "train", **options: Any) -> tuple[Example, ...]:
+    """Examples of ``split`` from a registered corpus, a ``.jsonl``/``.csv`` file or ``hf:<path>``."""
+    check_split(split)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dataset must be a non-empty string, got {name!r}")
+    if name in DATASETS:
+        examples = DATASETS[name][0](split, **options)
+    elif name.startswith(HUB_PREFIX):
+        examples = hub_examples(name, split, **options)
+    elif Path(name).suffix in SUFFIXES:
+        if options:
+            raise TypeError(f"data files take no options, got {sorted(options)}")
+        examples = file_examples(name, split)
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}: expected one of {sorted(DATASETS)}, a path ending in "
+            f"{list(SUFFIXES)}, or '{HUB_PREFIX}<hub path>'"
+        )
+    if not examples:
+        raise ValueError(f"dataset {name!r} has no examples in split {split!r}")
+    return examples
+
+
+__all__ = ["DATASETS", "SPLITS", "Example", "load_dataset", "split_of"]

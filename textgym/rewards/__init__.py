@@ -1,0 +1,77 @@
+"""Batched reward functions ``(prompts, completions, references) -> np.ndarray`` (float32).
+
+Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
+
+========================  ==================================================================
+``dialogue``              MiniLM similarity to the reference + degeneracy penalty
+``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
+``sentiment-positive``    VADER compound score of the completion
+``sentiment-negative``    minus the VADER compound score
+``similarity``            MiniLM cosine similarity to the closest reference
+``rouge``, ``rouge1``,    ROUGE F1 (mean of the three, or one)
+``rouge2``, ``rougeL``
+``bleu``, ``chrf``        sacrebleu sentence BLEU / chrF, scaled to [0, 1]
+``degeneracy``            -1 for empty text, else minus the repeated 4-gram rate (seq-rep-4)
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from textgym.rewards.base import RewardFunction, WeightedSum, reward_name, score
+from textgym.rewards.lexical import Rouge, bleu, chrf, degeneracy_penalty, repetition_rate
+from textgym.rewards.sentiment import VaderSentiment
+from textgym.rewards.similarity import EmbeddingSimilarity
+
+REWARDS: dict[str, Callable[[], RewardFunction]] = {
+    "similarity": EmbeddingSimilarity,
+    "rouge": Rouge,
+    "rouge1": lambda: Rouge("rouge1"),
+    "rouge2": lambda: Rouge("rouge2"),
+    "rougeL": lambda: Rouge("rougeL"),
+    "bleu": lambda: bleu,
+    "chrf": lambda: chrf,
+    "degeneracy": lambda: degeneracy_penalty,
+    "sentiment-positive": lambda: VaderSentiment("positive"),
+    "sentiment-negative": lambda: VaderSentiment("negative"),
+    "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
+    "summarization": lambda: combine({"rouge": 1.0, "degeneracy": 1.0}, name="summarization"),
+}
+
+
+def make_reward(reward: str | RewardFunction) -> RewardFunction:
+    """A reward function from a registered name, or ``reward`` itself if it is callable."""
+    if isinstance(reward, str):
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}: expected one of {sorted(REWARDS)} or a callable")
+        return REWARDS[reward]()
+    if callable(reward):
+        return reward
+    raise TypeError(f"reward must be a registered name or a callable, got {type(reward).__name__}")
+
+
+def combine(weights: Mapping[str | RewardFunction, float], name: str = "weighted_sum") -> WeightedSum:
+    """Weighted sum of rewards given by name or callable, e.g. ``combine({"bleu": 1, "degeneracy": 0.5})``."""
+    terms = {}
+    for key, weight in weights.items():
+        fn = make_reward(key)
+        terms[key if isinstance(key, str) else reward_name(fn)] = (fn, weight)
+    return WeightedSum(terms, name=name)
+
+
+__all__ = [
+    "REWARDS",
+    "EmbeddingSimilarity",
+    "RewardFunction",
+    "Rouge",
+    "VaderSentiment",
+    "WeightedSum",
+    "bleu",
+    "chrf",
+    "combine",
+    "degeneracy_penalty",
+    "make_reward",
+    "repetition_rate",
+    "score",
+]
