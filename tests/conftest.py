@@ -9,4 +9,3 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import textgym  # noqa: E402,F401  (registers the envs)
-

@@ -105,7 +105,11 @@ def test_random_episode_ends_with_finite_reward_and_full_info(env_id):
     assert np.isfinite(reward)
     for key in ("text", "prompt", "references", "reward_components", "example_id", "invalid_token"):
         assert key in info
-    assert isinstance(info["text"], str) and info["references"] and all(isinstance(r, str) for r in info["references"])
+    assert (
+        isinstance(info["text"], str)
+        and info["references"]
+        and all(isinstance(r, str) for r in info["references"])
+    )
     components = dict(info["reward_components"])
     expected = sum(components.values())  # every default task reward is an unweighted sum
     assert reward == pytest.approx(expected, abs=1e-5)
@@ -158,7 +162,10 @@ def test_reward_is_the_task_reward_of_the_decoded_text():
 
 
 def test_negative_target_flips_the_sign():
-    pos, neg = make("TextGen-Sentiment-v0", max_new_tokens=2), make("TextGen-Sentiment-v0", target="negative", max_new_tokens=2)
+    pos, neg = (
+        make("TextGen-Sentiment-v0", max_new_tokens=2),
+        make("TextGen-Sentiment-v0", target="negative", max_new_tokens=2),
+    )
     ids = pos.tokenizer(" love it")["input_ids"][:2]
     rewards = []
     for env in (pos, neg):
@@ -209,7 +216,10 @@ def test_render_ansi_shows_prompt_and_text():
 
 def test_callable_reward_and_user_dataset(tmp_path):
     data = tmp_path / "mine.jsonl"
-    rows = [{"prompt": f"Tell me about item {i}.", "reference": f"Item {i} is fine.", "split": "test"} for i in range(3)]
+    rows = [
+        {"prompt": f"Tell me about item {i}.", "reference": f"Item {i} is fine.", "split": "test"}
+        for i in range(3)
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows))
 
     def length_reward(prompts, completions, references):
@@ -221,7 +231,9 @@ def test_callable_reward_and_user_dataset(tmp_path):
     ids = env.tokenizer(" hello there")["input_ids"][:2]
     env.step(ids[0])
     _, reward, _, truncated, info = env.step(ids[1])
-    assert truncated and reward == len(info["text"]) and info["reward_components"] == {"length_reward": reward}
+    assert (
+        truncated and reward == len(info["text"]) and info["reward_components"] == {"length_reward": reward}
+    )
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -292,7 +304,11 @@ def test_empty_split_raises(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "match"),
-    [({"index": -1}, r"options\['index'\] must be an int in \[0, "), ({"index": "3"}, "must be an int"), ({"prompt": "x"}, "unknown reset option")],
+    [
+        ({"index": -1}, r"options\['index'\] must be an int in \[0, "),
+        ({"index": "3"}, "must be an int"),
+        ({"prompt": "x"}, "unknown reset option"),
+    ],
 )
 def test_bad_reset_options_raise(options, match):
     env = make("TextGen-Sentiment-v0")
@@ -305,3 +321,16 @@ def test_reward_function_with_wrong_output_raises():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"returned shape \(2,\), expected \(1,\)"):
         env.step(5)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_stock_sb3_ppo_learns_on_the_env_protocol(env_id):
+    """SB3's own PPO (MultiInputPolicy) runs rollouts and updates through a DummyVecEnv."""
+    from stable_baselines3 import PPO
+
+    env = gym.make(env_id, model="tiny", max_new_tokens=4)
+    model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=16)
+    assert model.num_timesteps == 16
+    ep_info = model.ep_info_buffer
+    assert len(ep_info) >= 2 and all(np.isfinite(e["r"]) for e in ep_info)

@@ -74,7 +74,9 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             rewards.append(result["reward"])
             tokens += result["tokens_generated"]
             parts = ", ".join(f"{k}={v:+.3f}" for k, v in result["reward_components"].items())
-            table.add_row(_short(result["prompt"], 160), result["text"].strip(), f"{result['reward']:+.3f}", parts)
+            table.add_row(
+                _short(result["prompt"], 160), result["text"].strip(), f"{result['reward']:+.3f}", parts
+            )
         elapsed = time.perf_counter() - began
         console.print(table)
         summary.add_row(env_id, f"{np.mean(rewards):+.3f}", str(tokens), f"{tokens / elapsed:.1f}")

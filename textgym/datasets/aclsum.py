@@ -48,7 +48,5 @@ def summarization_examples(split: str) -> tuple[Example, ...]:
             abstract = detokenize(" ".join(row["sentences"]["abstract"]))
             request = f"{INSTRUCTION}\n\nTitle: {row['title'].strip()}\n\nAbstract: {abstract}"
             reference = " ".join(row["summary"][a].strip() for a in _ASPECTS)
-            examples.append(
-                Example(row["id"], f"{request}\n\nSummary:", (reference,), (("user", request),))
-            )
+            examples.append(Example(row["id"], f"{request}\n\nSummary:", (reference,), (("user", request),)))
     return tuple(examples)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -26,11 +27,19 @@ def conversations() -> tuple[tuple[str, tuple[str, ...]], ...]:
         raw = json.load(handle)
     result = []
     for conv_id, conv in raw.items():
-        turns = tuple(
-            " ".join(u["text"].strip() for u in message if u["text"].strip())
+        utterances = [
+            (u["sender"], u["text"].strip())
             for message in conv["messages"]
+            for u in message
+            if u["text"].strip()
+        ]
+        # Group by sender, not by message: dropping an empty message can leave two of one
+        # speaker's messages side by side, and they form one turn.
+        turns = tuple(
+            " ".join(text for _, text in group)
+            for _, group in itertools.groupby(utterances, key=lambda u: u[0])
         )
-        result.append((conv_id, tuple(t for t in turns if t)))
+        result.append((conv_id, turns))
     return tuple(result)
 
 

@@ -18,6 +18,8 @@ SUFFIXES = (".jsonl", ".csv")
 
 
 def _example(row: dict[str, Any], where: str) -> tuple[str, Example]:
+    if None in row:  # csv.DictReader files surplus fields under the key None
+        raise ValueError(f"{where}: the row has more fields than the header")
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"{where}: needs a non-empty 'prompt' text; columns found: {sorted(row)}")
@@ -29,8 +31,14 @@ def _example(row: dict[str, Any], where: str) -> tuple[str, Example]:
         references = [row["reference"]]
     else:
         raise ValueError(f"{where}: needs a 'reference' or 'references' column; columns found: {sorted(row)}")
-    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
-        raise ValueError(f"{where}: 'references' must be a list of strings, got {references!r}")
+    if (
+        not isinstance(references, list)
+        or not references
+        or not all(isinstance(r, str) and r.strip() for r in references)
+    ):
+        raise ValueError(
+            f"{where}: 'references' must be a non-empty list of non-empty strings, got {references!r}"
+        )
     example_id = str(row.get("id") or prompt)
     split = row.get("split") or split_of(example_id)
     if split not in SPLITS:

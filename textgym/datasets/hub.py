@@ -21,7 +21,9 @@ def hub_examples(
     table = datasets.load_dataset(path, config or None, split=split)
     missing = {prompt_column, reference_column} - set(table.column_names)
     if missing:
-        raise ValueError(f"dataset {name!r} has no column(s) {sorted(missing)}; columns: {table.column_names}")
+        raise ValueError(
+            f"dataset {name!r} has no column(s) {sorted(missing)}; columns: {table.column_names}"
+        )
     examples = []
     for n, row in enumerate(table):
         reference = row[reference_column]

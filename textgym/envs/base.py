@@ -82,7 +82,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
                 f"accepted: {self.accepted_arguments()}"
             )
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         task = self.defaults
         self.render_mode = render_mode
         self.model_name = model
@@ -97,7 +99,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
         self.dataset_name = dataset or task.dataset
         options = task.dataset_kwargs if dataset is None else {}
-        self.examples: tuple[Example, ...] = load_dataset(self.dataset_name, split, **{**options, **(dataset_kwargs or {})})
+        self.examples: tuple[Example, ...] = load_dataset(
+            self.dataset_name, split, **{**options, **(dataset_kwargs or {})}
+        )
         self.reward_fn: RewardFunction = make_reward(task.reward if reward is None else reward)
 
         self.tokenizer = load_tokenizer(model)
@@ -129,9 +133,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         names: list[str] = []
         for klass in (cls, TextGenEnv):
             for param in inspect.signature(klass.__init__).parameters.values():
-                if param.kind is param.KEYWORD_ONLY or param.kind is param.POSITIONAL_OR_KEYWORD:
-                    if param.name != "self" and param.name not in names:
-                        names.append(param.name)
+                named = param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
+                if named and param.name != "self" and param.name not in names:
+                    names.append(param.name)
         return names
 
     # -- prompts ----------------------------------------------------------------------------
@@ -169,7 +173,11 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['index']")
         if index is None:
             index = int(self.np_random.integers(len(self.examples)))
-        elif isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.examples):
+        elif (
+            isinstance(index, bool)
+            or not isinstance(index, (int, np.integer))
+            or not 0 <= index < len(self.examples)
+        ):
             raise ValueError(f"options['index'] must be an int in [0, {len(self.examples)}), got {index!r}")
         self._example = self.examples[int(index)]
         self._prompt_ids, dropped = self.encode_prompt(self._example)
@@ -192,7 +200,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
             raise TypeError(f"action must be an integer token id, got {type(action).__name__} {action!r}")
         if not 0 <= action < self.vocab_size:
-            raise ValueError(f"action {int(action)} is outside the action space: token ids are in [0, {self.vocab_size})")
+            raise ValueError(
+                f"action {int(action)} is outside the action space: token ids are in [0, {self.vocab_size})"
+            )
         return int(action)
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -200,7 +210,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         if self._example is None:
             raise RuntimeError("step() called before reset(): call env.reset() first")
         if self._done:
-            raise RuntimeError("step() called after the episode ended (terminated or truncated): call env.reset()")
+            raise RuntimeError(
+                "step() called after the episode ended (terminated or truncated): call env.reset()"
+            )
         token = self._check_action(action)
         self._generated.append(token)
         invalid = not self._valid_actions[token]
@@ -248,4 +260,5 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         if self._example is None:
             return "(no episode: call reset())"
         prompt = self.tokenizer.decode(self._prompt_ids)
-        return f"{prompt}\n--- generated ({len(self._generated)}/{self.max_new_tokens} tokens) ---\n{self.tokenizer.decode(self._generated)}"
+        header = f"--- generated ({len(self._generated)}/{self.max_new_tokens} tokens) ---"
+        return f"{prompt}\n{header}\n{self.tokenizer.decode(self._generated)}"

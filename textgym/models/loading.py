@@ -89,9 +89,7 @@ def default_model_dir() -> Path:
     try:
         start = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
-        model = AutoModelForCausalLM.from_pretrained(
-            package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
         # The GGUF loader attaches a quantizer that refuses to serialise; the weights are
         # already de-quantized to fp32, so dropping it saves a plain checkpoint.
         model.hf_quantizer = None

@@ -68,7 +68,11 @@ class LMSampler:
         """(1, V) processed logits for the observation's next token."""
         tokens = observation["input_ids"][observation["attention_mask"].astype(bool)]  # (T,)
         previous = self._tokens
-        if previous is not None and len(tokens) == len(previous) + 1 and np.array_equal(tokens[:-1], previous):
+        if (
+            previous is not None
+            and len(tokens) == len(previous) + 1
+            and np.array_equal(tokens[:-1], previous)
+        ):
             new = torch.as_tensor(tokens[-1:], device=self.device)[None]  # (1, 1)
             out = self.model(input_ids=new, past_key_values=self._past, use_cache=True)
             self.cache_hits += 1

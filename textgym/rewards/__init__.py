@@ -56,7 +56,10 @@ def combine(weights: Mapping[str | RewardFunction, float], name: str = "weighted
     terms = {}
     for key, weight in weights.items():
         fn = make_reward(key)
-        terms[key if isinstance(key, str) else reward_name(fn)] = (fn, weight)
+        term = key if isinstance(key, str) else reward_name(fn)
+        if term in terms:
+            raise ValueError(f"two terms are named {term!r}; give each reward a distinct name")
+        terms[term] = (fn, weight)
     return WeightedSum(terms, name=name)
 
 

@@ -8,6 +8,7 @@ A reward function maps a batch to one float per text::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -56,7 +57,7 @@ class WeightedSum:
         for key, (fn, weight) in terms.items():
             if not callable(fn):
                 raise TypeError(f"term {key!r} is not callable: {fn!r}")
-            if not isinstance(weight, (int, float)) or not np.isfinite(weight):
+            if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not np.isfinite(weight):
                 raise TypeError(f"weight of term {key!r} must be a finite number, got {weight!r}")
         self.terms = dict(terms)
         self.name = name

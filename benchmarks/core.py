@@ -1,0 +1,157 @@
+"""Core figures: model loading times and env stepping speed, on this machine.
+
+    python benchmarks/core.py [--episodes 20] [--out benchmarks/results]
+
+Measures, in one run: loading the packaged GGUF (de-quantizing) vs. the cached safetensors
+copy; env overhead alone (random actions, including the terminal reward); and the default
+model acting through each env with a reused KV cache. Prints a table and writes one JSON file
+per run (stamped with the git commit and package versions), never overwriting earlier runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM
+
+import textgym
+from textgym.models import DEFAULT_MODEL, load_model
+from textgym.models.loading import _GGUF_FILE, _gguf_package_dir, default_model_dir
+from textgym.models.sampling import LMSampler, run_episode
+
+
+@dataclass
+class Args:
+    episodes: int = 20  # episodes per env for each stepping measurement
+    load_repeats: int = 5  # cached loads timed (median reported)
+    seed: int = 0
+    out: str = "benchmarks/results"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def measure_loading(args: Args) -> dict[str, float]:
+    default_model_dir()  # make sure the cache exists before timing cached loads
+    gguf_s, _ = timed(
+        lambda: AutoModelForCausalLM.from_pretrained(
+            _gguf_package_dir(), gguf_file=_GGUF_FILE, dtype=torch.float32
+        )
+    )
+    cached = [timed(lambda: load_model(DEFAULT_MODEL))[0] for _ in range(args.load_repeats)]
+    return {"gguf_load_s": gguf_s, "cached_load_s": statistics.median(cached)}
+
+
+def measure_env(env_id: str, args: Args, model: torch.nn.Module) -> dict[str, float]:
+    make_s, env = timed(lambda: gym.make(env_id))
+    rng = np.random.default_rng(args.seed)
+    steps, start = 0, time.perf_counter()
+    for episode in range(args.episodes):
+        env.reset(seed=args.seed + episode)
+        done = False
+        while not done:
+            # Random valid tokens; EOS is unlikely, so episodes run to the budget.
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(len(env.unwrapped.tokenizer))))
+            steps += 1
+            done = terminated or truncated
+    random_steps_per_s = steps / (time.perf_counter() - start)
+
+    sampler = LMSampler(model, env.unwrapped.action_masks(), temperature=0.7, top_k=50, seed=args.seed)
+    tokens, rewards, start = 0, [], time.perf_counter()
+    for episode in range(args.episodes):
+        result = run_episode(env, sampler, seed=args.seed + episode)
+        tokens += result["tokens_generated"]
+        rewards.append(result["reward"])
+    model_tokens_per_s = tokens / (time.perf_counter() - start)
+    return {
+        "make_s": make_s,
+        "random_steps_per_s": random_steps_per_s,
+        "model_tokens_per_s": model_tokens_per_s,
+        "model_mean_reward": float(np.mean(rewards)),
+        "model_mean_tokens": tokens / args.episodes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for field in dataclasses.fields(Args):
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default
+        )
+    args = Args(**vars(parser.parse_args()))
+    console = Console()
+    torch.manual_seed(args.seed)
+
+    loading = measure_loading(args)
+    model = load_model(DEFAULT_MODEL)
+    envs = {env_id: measure_env(env_id, args, model) for env_id in textgym.ENVS}
+
+    table = Table(title=f"textgym core figures ({torch.get_num_threads()} threads, fp32, {DEFAULT_MODEL})")
+    for column in ("env", "make (s)", "random steps/s", "model tokens/s", "model mean reward"):
+        table.add_column(column, justify="right")
+    for env_id, row in envs.items():
+        table.add_row(
+            env_id,
+            f"{row['make_s']:.2f}",
+            f"{row['random_steps_per_s']:.0f}",
+            f"{row['model_tokens_per_s']:.1f}",
+            f"{row['model_mean_reward']:+.3f}",
+        )
+    console.print(table)
+    console.print(
+        f"default model load: GGUF {loading['gguf_load_s']:.2f} s, cached safetensors "
+        f"{loading['cached_load_s']:.3f} s ({loading['gguf_load_s'] / loading['cached_load_s']:.0f}x faster)"
+    )
+
+    record = {
+        "benchmark": "core",
+        "args": dataclasses.asdict(args),
+        "loading": loading,
+        "envs": envs,
+        "git_commit": git_commit(),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {
+            p: importlib.metadata.version(p) for p in ("torch", "transformers", "gymnasium", "textgym")
+        },
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"core-{time.strftime('%Y%m%d-%H%M%S')}-{record['git_commit'][:8]}.json"
+    with path.open("x") as handle:  # "x": never overwrite an earlier run
+        json.dump(record, handle, indent=2)
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

