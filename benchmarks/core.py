@@ -105,7 +105,7 @@ def main() -> None:
             f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default
         )
     args = Args(**vars(parser.parse_args()))
-    console = Console()
+    console = Console(width=120)
     torch.manual_seed(args.seed)
 
     loading = measure_loading(args)
@@ -113,7 +113,8 @@ def main() -> None:
     envs = {env_id: measure_env(env_id, args, model) for env_id in textgym.ENVS}
 
     table = Table(title=f"textgym core figures ({torch.get_num_threads()} threads, fp32, {DEFAULT_MODEL})")
-    for column in ("env", "make (s)", "random steps/s", "model tokens/s", "model mean reward"):
+    table.add_column("env", no_wrap=True)
+    for column in ("make (s)", "random steps/s", "model tokens/s", "model mean reward"):
         table.add_column(column, justify="right")
     for env_id, row in envs.items():
         table.add_row(
