@@ -334,3 +334,19 @@ def test_stock_sb3_ppo_learns_on_the_env_protocol(env_id):
     assert model.num_timesteps == 16
     ep_info = model.ep_info_buffer
     assert len(ep_info) >= 2 and all(np.isfinite(e["r"]) for e in ep_info)
+
+
+def test_sync_vector_env_batches_the_envs():
+    envs = gym.make_vec(
+        "TextGen-Sentiment-v0", num_envs=3, vectorization_mode="sync", model="tiny", max_new_tokens=3
+    )
+    obs, infos = envs.reset(seed=0)
+    assert obs["input_ids"].shape == (3, envs.single_observation_space["input_ids"].shape[0])
+    assert len(set(infos["example_id"])) == 3  # each sub-env drew its own prompt
+    rewards = []
+    for _ in range(3):
+        obs, reward, terminated, truncated, infos = envs.step(np.full(3, 42))
+        rewards.append(reward)
+    assert truncated.all() and not terminated.any()
+    assert np.all(np.stack(rewards[:2]) == 0) and np.isfinite(rewards[-1]).all()
+    envs.close()
