@@ -69,27 +69,29 @@ class Rouge:
         return np.array(values, dtype=np.float32)
 
 
+def _sentence_scores(
+    metric: str, completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """A sacrebleu sentence metric (``sentence_bleu``, ``sentence_chrf``) per example, in [0, 1]."""
+    import sacrebleu
+
+    score_fn = getattr(sacrebleu, metric)
+    return np.array(
+        [score_fn(c, list(r)).score / 100 for c, r in zip(completions, references)], dtype=np.float32
+    )
+
+
 def bleu(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
     """Sentence BLEU (sacrebleu, exponential smoothing) over all references, scaled to [0, 1]."""
-    import sacrebleu
-
     check_batch(prompts, completions, references)
-    return np.array(
-        [sacrebleu.sentence_bleu(c, list(r)).score / 100 for c, r in zip(completions, references)],
-        dtype=np.float32,
-    )
+    return _sentence_scores("sentence_bleu", completions, references)
 
 
 def chrf(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
     """Sentence chrF (sacrebleu) over all references, scaled to [0, 1]."""
-    import sacrebleu
-
     check_batch(prompts, completions, references)
-    return np.array(
-        [sacrebleu.sentence_chrf(c, list(r)).score / 100 for c, r in zip(completions, references)],
-        dtype=np.float32,
-    )
+    return _sentence_scores("sentence_chrf", completions, references)
