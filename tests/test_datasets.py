@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -446,3 +447,38 @@ def test_unknown_option_for_a_corpus() -> None:
 def test_hub_needs_the_datasets_package(name: str) -> None:
     with pytest.raises(ImportError, match=r"needs the package 'datasets'"):
         load_dataset(name, "train")
+
+
+class _FakeTable:
+    """The slice of a ``datasets.Dataset`` the hub loader uses."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+        self.column_names = list(rows[0])
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def test_hub_datasets_map_columns_through_a_stand_in_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_load_dataset(path, config, split):
+        calls.append((path, config, split))
+        return _FakeTable(
+            [{"text": "Great film.", "label": "pos"}, {"text": "Dull.", "label": ["neg", "bad"]}]
+        )
+
+    fake = type(sys)("datasets")
+    fake.load_dataset = fake_load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    examples = load_dataset("hf:imdb:plain", "test", prompt_column="text", reference_column="label")
+    assert calls == [("imdb", "plain", "test")]
+    assert examples == (
+        Example("imdb/test/0", "Great film.", ("pos",)),
+        Example("imdb/test/1", "Dull.", ("neg", "bad")),
+    )
+    with pytest.raises(
+        ValueError, match=r"has no column\(s\) \['prompt', 'reference'\]; columns: \['text', 'label'\]"
+    ):
+        load_dataset("hf:imdb", "train")
