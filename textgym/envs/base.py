@@ -95,6 +95,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.max_new_tokens = _positive_int(
             "max_new_tokens", task.max_new_tokens if max_new_tokens is None else max_new_tokens
         )
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise TypeError(f"system_prompt must be a string or None, got {type(system_prompt).__name__}")
+        if chat_template is not None and not isinstance(chat_template, bool):
+            raise TypeError(f"chat_template must be True, False or None, got {chat_template!r}")
         self.system_prompt = task.system_prompt if system_prompt is None else system_prompt
 
         self.dataset_name = dataset or task.dataset
@@ -107,9 +111,12 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.tokenizer = load_tokenizer(model)
         self.vocab_size = logits_width(model)  # V; may exceed len(tokenizer)
         if self.vocab_size < len(self.tokenizer):
-            raise ValueError(f"model {model!r} has {self.vocab_size} logits for {len(self.tokenizer)} tokens")
+            raise ValueError(
+                f"model {model!r} has {self.vocab_size} logits for {len(self.tokenizer)} tokenizer entries: "
+                "its tokenizer does not belong to it"
+            )
         self.eos_token_ids = frozenset(eos_token_ids(model))
-        want_chat = task.chat_template if chat_template is None else bool(chat_template)
+        want_chat = task.chat_template if chat_template is None else chat_template
         # Falls back to the plain-text prompt for tokenizers without a chat template.
         self.uses_chat_template = want_chat and self.tokenizer.chat_template is not None
 
