@@ -360,6 +360,11 @@ def test_jsonl_bad_json(tmp_path: Path) -> None:
         (["prompt", "reference"], [["p", ""]], r"data\.csv:2: needs a 'reference' or 'references'"),
         (["question", "reference"], [["p", "r"]], r"needs a non-empty 'prompt'.*\['question', 'reference'\]"),
         (["prompt", "reference", "split"], [["p", "r", "eval"]], r"data\.csv:2: unknown split 'eval'"),
+        (
+            ["prompt", "reference"],
+            [["p", "r", "extra"]],
+            r"data\.csv:2: the row has more fields than the header",
+        ),
     ],
 )
 def test_csv_bad_rows(tmp_path: Path, header: list[str], rows: list[list[str]], message: str) -> None:
