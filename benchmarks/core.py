@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM
 
 import textgym
 from textgym.models import DEFAULT_MODEL, load_model
-from textgym.models.loading import _GGUF_FILE, _gguf_package_dir, default_model_dir
+from textgym.models.loading import default_model_dir, load_gguf_model
 from textgym.models.sampling import LMSampler, run_episode
 
 
@@ -59,11 +58,7 @@ def timed(fn) -> tuple[float, object]:
 
 def measure_loading(args: Args) -> dict[str, float]:
     default_model_dir()  # make sure the cache exists before timing cached loads
-    gguf_s, _ = timed(
-        lambda: AutoModelForCausalLM.from_pretrained(
-            _gguf_package_dir(), gguf_file=_GGUF_FILE, dtype=torch.float32
-        )
-    )
+    gguf_s, _ = timed(load_gguf_model)
     cached = [timed(lambda: load_model(DEFAULT_MODEL))[0] for _ in range(args.load_repeats)]
     return {"gguf_load_s": gguf_s, "cached_load_s": statistics.median(cached)}
 

@@ -78,6 +78,12 @@ def _gguf_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def load_gguf_model() -> PreTrainedModel:
+    """The default model straight from the packaged GGUF file, de-quantized to fp32 (slow)."""
+    package_dir = _gguf_package_dir()
+    return AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+
+
 def default_model_dir() -> Path:
     """Return the safetensors copy of the default model, converting the GGUF file once."""
     package_dir = _gguf_package_dir()
@@ -93,7 +99,7 @@ def default_model_dir() -> Path:
     try:
         start = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
-        model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+        model = load_gguf_model()
         # The GGUF loader attaches a quantizer that refuses to serialise; the weights are
         # already de-quantized to fp32, so dropping it saves a plain checkpoint.
         model.hf_quantizer = None
