@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,25 +235,51 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def _finish(self, info: dict[str, Any], invalid: bool) -> float:
         """Score the finished text and fill ``info``; returns the reward."""
-        example = self._example
-        ended = self._generated[-1] in self.eos_token_ids or invalid
-        text = self.completion_text(self._generated[:-1] if ended else self._generated)
-        total, components = score(self.reward_fn, [example.prompt], [text], [example.references])
-        reward = float(total[0])
-        parts = {key: float(value[0]) for key, value in components.items()}
-        if invalid:
-            parts["invalid_token"] = INVALID_TOKEN_REWARD
-            reward += INVALID_TOKEN_REWARD
-        info.update(
-            text=text,
-            prompt=example.prompt,
-            references=list(example.references),
-            reward_components=parts,
-            reward_name=reward_name(self.reward_fn),
-            example_id=example.id,
-            invalid_token=invalid,
-        )
-        return reward
+        rewards, (final,) = self.score_episodes([self._example], [self._generated])
+        info.update(final)
+        return float(rewards[0])
+
+    def score_episodes(
+        self, examples: Sequence[Example], generated: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Score finished episodes in one batched reward call (the batched form of the last step).
+
+        ``generated[i]`` is the token ids an episode on ``examples[i]`` emitted, ending with its
+        EOS or invalid id if it had one. Returns the (B,) float32 rewards and, per episode, the
+        ``info`` entries of its final step. Batch samplers such as ``agents.TextPPO`` use this.
+        """
+        if len(examples) != len(generated):
+            raise ValueError(f"got {len(examples)} examples for {len(generated)} generated sequences")
+        texts, invalid = [], []
+        for tokens in generated:
+            if not len(tokens):
+                raise ValueError("every episode emits at least one token")
+            bad = not self._valid_actions[tokens[-1]]
+            ended = bad or tokens[-1] in self.eos_token_ids
+            texts.append(self.completion_text(list(tokens[:-1] if ended else tokens)))
+            invalid.append(bad)
+        prompts = [example.prompt for example in examples]
+        references = [example.references for example in examples]
+        total, components = score(self.reward_fn, prompts, texts, references)
+        rewards = total.astype(np.float32) + np.where(invalid, np.float32(INVALID_TOKEN_REWARD), 0)
+        name = reward_name(self.reward_fn)
+        infos = []
+        for i, example in enumerate(examples):
+            parts = {key: float(value[i]) for key, value in components.items()}
+            if invalid[i]:
+                parts["invalid_token"] = INVALID_TOKEN_REWARD
+            infos.append(
+                {
+                    "text": texts[i],
+                    "prompt": example.prompt,
+                    "references": list(example.references),
+                    "reward_components": parts,
+                    "reward_name": name,
+                    "example_id": example.id,
+                    "invalid_token": invalid[i],
+                }
+            )
+        return rewards.astype(np.float32), infos
 
     def completion_text(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -14,6 +14,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from textgym.models.incremental import IncrementalForward
+
 
 def logits_processors(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> LogitsProcessorList:
     """The transformers warpers for the sampling knobs (identity for the defaults)."""
@@ -58,29 +60,23 @@ class LMSampler:
         self.device = next(model.parameters()).device
         self.invalid = torch.as_tensor(~np.asarray(valid, dtype=bool), device=self.device)  # (V,)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self._tokens: np.ndarray | None = None
-        self._past: Any = None
+        pad_id = model.config.pad_token_id
+        self.forward = IncrementalForward(model.get_decoder(), 0 if pad_id is None else int(pad_id))
+
+    @property
+    def cache_hits(self) -> int:
+        return self.forward.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self.forward.misses
 
     @torch.inference_mode()
     def next_token_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
         """(1, V) processed logits for the observation's next token."""
         tokens = observation["input_ids"][observation["attention_mask"].astype(bool)]  # (T,)
-        previous = self._tokens
-        if (
-            previous is not None
-            and len(tokens) == len(previous) + 1
-            and np.array_equal(tokens[:-1], previous)
-        ):
-            new = torch.as_tensor(tokens[-1:], device=self.device)[None]  # (1, 1)
-            out = self.model(input_ids=new, past_key_values=self._past, use_cache=True)
-            self.cache_hits += 1
-        else:
-            out = self.model(input_ids=torch.as_tensor(tokens, device=self.device)[None], use_cache=True)
-            self.cache_misses += 1
-        self._tokens, self._past = tokens, out.past_key_values
-        logits = out.logits[:, -1].float()  # (1, V)
+        hidden = self.forward([tokens])  # (1, H)
+        logits = self.model.get_output_embeddings()(hidden).float()  # (1, V)
         logits = logits.masked_fill(self.invalid[: logits.shape[-1]], float("-inf"))
         context = torch.as_tensor(tokens, device=self.device)[None]
         return self.processors(context, logits)

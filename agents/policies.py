@@ -1,0 +1,226 @@
+"""Stable-Baselines3 policies whose network is a pretrained causal LM (the stock path).
+
+``PPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny"})`` and ``A2C`` use
+:class:`LMActorCriticPolicy`; ``sb3_contrib.MaskablePPO`` needs its policy to subclass
+``MaskableActorCriticPolicy`` and uses :class:`MaskableLMActorCriticPolicy`. Both delegate every
+computation to one :class:`agents.network.LMActorCritic`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+
+from agents.network import LMActorCritic
+from textgym.models import DEFAULT_MODEL
+from textgym.models.incremental import trim_padding
+
+try:  # sb3-contrib is optional: only MaskablePPO needs it
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+except ImportError:  # pragma: no cover - exercised only without sb3-contrib
+    MaskableActorCriticPolicy = None
+
+# Arguments of SB3's ActorCriticPolicy that keep their meaning with an LM as the network.
+PASSED_THROUGH = ("optimizer_class", "optimizer_kwargs", "normalize_images")
+
+
+def _lm_arguments(
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    model: str,
+    ortho_init: bool,
+    sb3_kwargs: dict[str, Any],
+    **lm_kwargs: Any,
+) -> dict[str, Any]:
+    """Check the spaces and policy_kwargs a textgym env and user give; returns the network's kwargs."""
+    if not isinstance(action_space, spaces.Discrete):
+        raise TypeError(f"an LM policy needs a Discrete action space (token ids), got {action_space}")
+    if not (
+        isinstance(observation_space, spaces.Dict)
+        and {"input_ids", "attention_mask"} <= set(observation_space.spaces)
+    ):
+        raise TypeError(
+            "an LM policy needs a Dict observation space with 'input_ids' and 'attention_mask' "
+            f"(a textgym env), got {observation_space}"
+        )
+    if not isinstance(model, str):
+        raise TypeError(
+            f"policy_kwargs['model'] must be a model name or path (a string, so that policy_kwargs "
+            f"stay picklable), got {type(model).__name__}"
+        )
+    if ortho_init:
+        raise ValueError(
+            "ortho_init=True would re-initialise the pretrained LM: LM policies need ortho_init=False"
+        )
+    unknown = sorted(set(sb3_kwargs) - set(PASSED_THROUGH))
+    if unknown:
+        accepted = ["model", *lm_kwargs, *PASSED_THROUGH]
+        raise TypeError(f"unknown LM policy argument(s) {unknown}; accepted: {accepted}")
+    return {"model": model, **lm_kwargs}
+
+
+def observation_batch(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """SB3's observation tensors (float in rollout buffers) -> int64 (B, T) ids and mask,
+    without the columns that are padding in every row."""
+    return trim_padding(obs["input_ids"].long(), obs["attention_mask"].long())
+
+
+def observation_rows(obs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """The real tokens of each observation row."""
+    ids = obs["input_ids"].long().cpu().numpy()
+    mask = obs["attention_mask"].cpu().numpy() > 0
+    return [row[keep] for row, keep in zip(ids, mask)]
+
+
+def logits_and_values(net: LMActorCritic, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V) processed logits and (B, 1) values: cached stepping without grad, one pass with it."""
+    if torch.is_grad_enabled():
+        logits, values = net.last(*observation_batch(obs))
+    else:
+        logits, values = net.step(observation_rows(obs))
+    return logits, values.unsqueeze(-1)
+
+
+class LMActorCriticPolicy(ActorCriticPolicy):
+    """An SB3 actor-critic policy whose actor is a pretrained causal LM.
+
+    Action logits are the LM's at the last position; the value is a linear head on the last
+    hidden state (shared trunk) or on a second trunk (``separate_critic=True``).
+
+    policy_kwargs:
+        model: model name or path (the env's, ``smollm2-135m-instruct`` by default).
+        temperature, top_k, top_p: the sampling distribution, used alike for acting and in
+            ``evaluate_actions`` (so the PPO ratio compares the distribution that acted).
+        lora: None, True (peft defaults: r=8 on q_proj/v_proj) or a dict of ``peft.LoraConfig``
+            arguments: only the adapters and the value head train.
+        separate_critic: a second LM trunk for the value.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+        optimizer_class, optimizer_kwargs: as in SB3.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model: str = DEFAULT_MODEL,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        lora: bool | dict[str, Any] | None = None,
+        separate_critic: bool = False,
+        dtype: str = "float32",
+        ortho_init: bool = False,
+        use_sde: bool = False,
+        **sb3_kwargs: Any,
+    ):
+        if use_sde:
+            raise ValueError("use_sde=True is for continuous actions; LM policies act on token ids")
+        self.lm_kwargs = _lm_arguments(
+            observation_space, action_space, model, ortho_init, sb3_kwargs,
+            temperature=temperature, top_k=top_k, top_p=top_p, lora=lora,
+            separate_critic=separate_critic, dtype=dtype,
+        )  # fmt: skip
+        super().__init__(
+            observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **sb3_kwargs
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.net = LMActorCritic(action_dim=int(self.action_space.n), **self.lm_kwargs)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "lr_schedule": self._dummy_schedule,
+            "normalize_images": self.normalize_images,
+            "optimizer_class": self.optimizer_class,
+            "optimizer_kwargs": self.optimizer_kwargs,
+            **self.lm_kwargs,
+        }
+
+    def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
+        logits, values = logits_and_values(self.net, obs)
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
+        logits, values = logits_and_values(self.net, obs)
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
+        return self.action_dist.proba_distribution(action_logits=logits_and_values(self.net, obs)[0])
+
+    def predict_values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return logits_and_values(self.net, obs)[1]
+
+
+if MaskableActorCriticPolicy is not None:
+
+    class MaskableLMActorCriticPolicy(MaskableActorCriticPolicy):
+        """:class:`LMActorCriticPolicy` for ``sb3_contrib.MaskablePPO`` (same arguments): the
+        env's ``action_masks()`` further restrict the LM's distribution."""
+
+        def __init__(
+            self,
+            observation_space: spaces.Space,
+            action_space: spaces.Space,
+            lr_schedule: Schedule,
+            model: str = DEFAULT_MODEL,
+            temperature: float = 1.0,
+            top_k: int = 0,
+            top_p: float = 1.0,
+            lora: bool | dict[str, Any] | None = None,
+            separate_critic: bool = False,
+            dtype: str = "float32",
+            ortho_init: bool = False,
+            **sb3_kwargs: Any,
+        ):
+            self.lm_kwargs = _lm_arguments(
+                observation_space, action_space, model, ortho_init, sb3_kwargs,
+                temperature=temperature, top_k=top_k, top_p=top_p, lora=lora,
+                separate_critic=separate_critic, dtype=dtype,
+            )  # fmt: skip
+            super().__init__(
+                observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **sb3_kwargs
+            )
+
+        _build = LMActorCriticPolicy._build
+        _get_constructor_parameters = LMActorCriticPolicy._get_constructor_parameters
+
+        def _distribution(self, logits: torch.Tensor, action_masks: Any):
+            distribution = self.action_dist.proba_distribution(action_logits=logits)
+            if action_masks is not None:
+                distribution.apply_masking(action_masks)
+            return distribution
+
+        def forward(
+            self, obs: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None
+        ):
+            logits, values = logits_and_values(self.net, obs)
+            distribution = self._distribution(logits, action_masks)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, values, distribution.log_prob(actions)
+
+        def evaluate_actions(
+            self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None
+        ):
+            logits, values = logits_and_values(self.net, obs)
+            distribution = self._distribution(logits, action_masks)
+            return values, distribution.log_prob(actions), distribution.entropy()
+
+        def get_distribution(self, obs: dict[str, torch.Tensor], action_masks: Any = None):
+            return self._distribution(logits_and_values(self.net, obs)[0], action_masks)
+
+        def predict_values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return logits_and_values(self.net, obs)[1]

@@ -1,0 +1,168 @@
+"""Batched episodes for TextPPO: generation with the KV cache, and per-token advantages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from agents.network import LMActorCritic
+from textgym.models.incremental import IncrementalForward, left_pad
+
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class TokenBatch:
+    """B episodes as padded sequences: ``ids[:, :start]`` the left-padded prompts, ``ids[:, start:]``
+    the R emitted tokens (then padding), with what the rollout knew about each token."""
+
+    ids: torch.Tensor  # (B, T) int64, T = start + R
+    mask: torch.Tensor  # (B, T) int64
+    start: int
+    response_mask: torch.Tensor  # (B, R) bool: tokens the policy emitted
+    log_probs: torch.Tensor  # (B, R) under the sampling distribution (what the PPO ratio uses)
+    kl_log_probs: torch.Tensor  # (B, R) under the temperature-only distribution (what the KL uses)
+    values: torch.Tensor  # (B, R)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.ids[:, self.start :]  # (B, R)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)  # (B,)
+
+    def generated(self) -> list[list[int]]:
+        """Each episode's emitted token ids."""
+        return [row[: int(n)].tolist() for row, n in zip(self.tokens, self.lengths)]
+
+    def select(self, index: torch.Tensor) -> TokenBatch:
+        """The episodes at ``index``, without the prompt columns that are padding in all of them."""
+        mask = self.mask[index]
+        lead = int(mask[:, : self.start].bool().any(0).long().argmax()) if self.start else 0
+        return TokenBatch(
+            ids=self.ids[index, lead:],
+            mask=mask[:, lead:],
+            start=self.start - lead,
+            response_mask=self.response_mask[index],
+            log_probs=self.log_probs[index],
+            kl_log_probs=self.kl_log_probs[index],
+            values=self.values[index],
+        )
+
+
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token]: (..., V), (...) -> (...)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    net: LMActorCritic,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos_ids: frozenset[int],
+    generator: torch.Generator,
+    on_step: Callable[[int], bool] | None = None,
+) -> TokenBatch | None:
+    """Sample one episode per prompt, all together, keeping the KV cache across steps.
+
+    A row ends at an EOS or an id the tokenizer cannot decode (both emitted) or at the budget.
+    ``on_step(n_active)`` runs after every step; returning False abandons the batch (None).
+    """
+    device = net.invalid.device
+    ids, mask = left_pad(prompts, net.pad_id, device)  # (B, P)
+    batch, start = ids.shape
+    actor = IncrementalForward(net.backbone, net.pad_id)
+    critic = None if net.critic is None else IncrementalForward(net.critic, net.pad_id)
+    hidden = actor.start(ids, mask)  # (B, H)
+    critic_hidden = hidden if critic is None else critic.start(ids, mask)
+    ends = torch.zeros(net.invalid.shape[0], dtype=torch.bool, device=device)
+    ends[list(eos_ids)] = True
+    ends |= net.invalid
+
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    columns: dict[str, list[torch.Tensor]] = {
+        "token": [],
+        "active": [],
+        "logp": [],
+        "kl_logp": [],
+        "value": [],
+    }
+    for step in range(max_new_tokens):
+        raw = net.head(hidden)  # (B, V)
+        logits = net.process(raw)
+        token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (B,)
+        token = torch.where(active, token, net.pad_id)
+        columns["token"].append(token)
+        columns["active"].append(active)
+        columns["logp"].append(token_log_probs(logits, token))
+        columns["kl_logp"].append(token_log_probs(net.kl_logits(raw), token))
+        columns["value"].append(net.value(critic_hidden))
+        n_active = int(active.sum())
+        if on_step is not None and not on_step(n_active):
+            return None
+        still = active & ~ends[token]
+        if not still.any() or step + 1 == max_new_tokens:
+            break
+        # Emitted tokens are real context (mask 1); rows that had already ended append padding.
+        hidden = actor.extend(token[:, None], active[:, None])
+        critic_hidden = hidden if critic is None else critic.extend(token[:, None], active[:, None])
+        active = still
+
+    stack = {key: torch.stack(value, dim=1) for key, value in columns.items()}  # (B, R) each
+    response_mask = stack["active"]
+    zero = torch.zeros((), device=device)
+    return TokenBatch(
+        ids=torch.cat([ids, stack["token"]], dim=1),
+        mask=torch.cat([mask, response_mask.long()], dim=1),
+        start=start,
+        response_mask=response_mask,
+        log_probs=torch.where(response_mask, stack["logp"], zero),
+        kl_log_probs=torch.where(response_mask, stack["kl_logp"], zero),
+        values=torch.where(response_mask, stack["value"], zero),
+    )
+
+
+def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs.
+
+    k1: log p - log q (unbiased, can be negative); k3: (q/p - 1) - log(q/p) (unbiased, >= 0).
+    """
+    if estimator == "k1":
+        return log_probs - ref_log_probs
+    if estimator == "k3":
+        log_ratio = (ref_log_probs - log_probs).clamp(-20, 20)
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token GAE advantages and returns, (B, R) each; an episode's last token is terminal
+    (its reward is the finished text's, so nothing is bootstrapped after it)."""
+    mask = mask.float()
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        following = mask[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        next_value = values[:, t + 1] * following if t + 1 < rewards.shape[1] else following
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * following * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries (others set to 0)."""
+    mean = masked_mean(x, mask)
+    std = masked_mean((x - mean) ** 2, mask).sqrt()
+    return torch.where(mask, (x - mean) / (std + 1e-8), torch.zeros_like(x))

@@ -1,0 +1,240 @@
+"""The stock path: LMActorCriticPolicy with SB3's PPO and A2C and sb3-contrib's MaskablePPO."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, PPO
+
+import textgym
+from agents import LMActorCriticPolicy
+from agents.policies import observation_batch, observation_rows
+from textgym.models import load_model, load_tokenizer
+
+TINY = {"model": "tiny"}
+SHORT = {"model": "tiny", "max_new_tokens": 6}
+
+
+def make(env_id: str = "TextGen-Sentiment-v0", **kwargs):
+    return gym.make(env_id, **{**SHORT, **kwargs})
+
+
+def episode_observations(env, n: int = 5, seed: int = 0):
+    """Observations of one episode stepped with fixed tokens (each extends the last by one)."""
+    observation, _ = env.reset(seed=seed)
+    observations = [observation]
+    for token in range(100, 100 + n):
+        observation, *_ = env.step(token)
+        observations.append(observation)
+    return observations
+
+
+def text_length(prompts, completions, references):
+    """A reward every env can earn with random tokens, so that every update has a signal."""
+    return np.array([len(text) / 50 for text in completions], dtype=np.float32)
+
+
+def as_batch(policy, observation):
+    return policy.obs_to_tensor(observation)[0]
+
+
+@pytest.mark.parametrize("env_id", sorted(textgym.ENVS))
+def test_ppo_learns_on_every_env(env_id):
+    env = make(env_id, reward=text_length)
+    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=TINY, seed=0)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(12)
+    assert model.num_timesteps == 12
+    changed = [not torch.equal(a, p) for a, p in zip(before, model.policy.parameters())]
+    assert any(changed)  # the update reached the LM
+    assert model.policy.net.cache_stats["hits"] > 0
+
+
+def test_a2c_and_maskable_ppo_run():
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from agents import MaskableLMActorCriticPolicy
+
+    env = make()
+    A2C(LMActorCriticPolicy, env, n_steps=6, policy_kwargs=TINY).learn(12)
+    model = sb3_contrib.MaskablePPO(
+        MaskableLMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=TINY
+    )
+    model.learn(12)
+    # The env's mask and the policy's own mask agree: padded logit rows are never chosen.
+    observation, _ = env.reset(seed=0)
+    masks = env.unwrapped.action_masks()
+    with torch.no_grad():
+        distribution = model.policy.get_distribution(as_batch(model.policy, observation), masks)
+    probs = distribution.distribution.probs[0]
+    assert float(probs[~torch.as_tensor(env.unwrapped.action_masks())].sum()) == 0
+
+
+def test_pretrained_weights_are_not_reinitialised():
+    policy = PPO(LMActorCriticPolicy, make(), n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    fresh = load_model("tiny").state_dict()
+    for name, value in policy.net.causal.state_dict().items():
+        assert torch.equal(value, fresh[name]), name
+    assert float(policy.net.value_head.weight.abs().sum()) == 0  # values start at 0
+
+
+def test_padded_logit_rows_are_never_sampled():
+    env = make()
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    obs = as_batch(policy, env.reset(seed=0)[0])
+    with torch.no_grad():
+        probs = policy.get_distribution(obs).distribution.probs[0]
+    invalid = ~torch.as_tensor(env.unwrapped.action_masks())
+    assert invalid.any() and float(probs[invalid].sum()) == 0
+
+
+def test_cached_stepping_matches_recomputing_the_context():
+    env = make(max_new_tokens=8)
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    observations = episode_observations(env, n=5)
+    for observation in observations:
+        obs = as_batch(policy, observation)
+        with torch.no_grad():
+            cached_logits, cached_values = policy.net.step(observation_rows(obs))
+            full_logits, full_values = policy.net.last(*observation_batch(obs))
+        torch.testing.assert_close(cached_logits, full_logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(cached_values, full_values, rtol=1e-4, atol=1e-5)
+    assert policy.net.cache_stats == {"hits": 5, "misses": 1}
+
+
+def test_cache_is_dropped_when_the_weights_change():
+    env = make()
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    first, second = episode_observations(env, n=1)
+    with torch.no_grad():
+        policy.net.step(observation_rows(as_batch(policy, first)))
+        for parameter in policy.net.value_head.parameters():
+            parameter.add_(1.0)  # as an optimiser step would
+        cached = policy.net.step(observation_rows(as_batch(policy, second)))
+        full = policy.net.last(*observation_batch(as_batch(policy, second)))
+    assert policy.net.cache_stats["misses"] == 2
+    torch.testing.assert_close(cached[1], full[1])
+
+
+@pytest.mark.parametrize("knobs", [{"temperature": 0.7}, {"top_k": 5}, {"top_p": 0.9, "temperature": 1.3}])
+def test_sampling_knobs_are_the_same_in_rollouts_and_evaluate_actions(knobs):
+    env = make()
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs={**TINY, **knobs}).policy
+    obs = as_batch(policy, env.reset(seed=0)[0])
+    with torch.no_grad():
+        actions, values, log_probs = policy(obs)
+    policy.set_training_mode(True)
+    new_values, new_log_probs, entropy = policy.evaluate_actions(obs, actions)
+    torch.testing.assert_close(new_log_probs, log_probs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(new_values, values)
+    assert torch.isfinite(entropy).all()
+    if "top_k" in knobs:
+        with torch.no_grad():
+            probs = policy.get_distribution(obs).distribution.probs[0]
+        assert int((probs > 0).sum()) == knobs["top_k"]
+
+
+def test_save_load_round_trip_picks_the_same_greedy_actions(tmp_path):
+    env = make()
+    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=TINY, seed=0)
+    model.learn(12)
+    pickle.dumps(model.policy_kwargs)
+    model.save(tmp_path / "agent.zip")
+    loaded = PPO.load(tmp_path / "agent.zip", env=env)
+    for observation in episode_observations(env, n=4, seed=3):
+        a, _ = model.predict(observation, deterministic=True)
+        b, _ = loaded.predict(observation, deterministic=True)
+        assert int(a) == int(b)
+    for name, value in model.policy.state_dict().items():
+        assert torch.equal(value, loaded.policy.state_dict()[name]), name
+    # The policy alone round-trips too (SB3's policy.save/load).
+    model.policy.save(tmp_path / "policy.pth")
+    policy = LMActorCriticPolicy.load(tmp_path / "policy.pth")
+    assert policy.lm_kwargs == model.policy.lm_kwargs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"model": load_model}, TypeError, "must be a model name or path"),
+        ({"model": "tiny", "net_arch": [64]}, TypeError, r"unknown LM policy argument\(s\) \['net_arch'\]"),
+        ({"model": "tiny", "ortho_init": True}, ValueError, "re-initialise the pretrained LM"),
+        ({"model": "tiny", "temperature": 0}, ValueError, "temperature must be > 0"),
+        ({"model": "tiny", "top_k": -1}, ValueError, "top_k must be an int"),
+        ({"model": "tiny", "dtype": "float64"}, ValueError, "dtype must be one of"),
+        ({"model": "tiny", "lora": "yes"}, TypeError, "lora must be None, True or a dict"),
+        ({"model": "tiny", "lora": {"rank": 4}}, TypeError, "bad lora arguments"),
+        ({"model": "tiny", "separate_critic": 1}, TypeError, "separate_critic must be True or False"),
+        ({"model": "no/such-model"}, ValueError, "unknown model 'no/such-model'"),
+    ],
+)
+def test_bad_policy_kwargs_raise_clear_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PPO(LMActorCriticPolicy, make(), n_steps=6, batch_size=6, policy_kwargs=kwargs)
+
+
+def test_model_that_does_not_match_the_env_is_refused(tmp_path):
+    # A local model with the tokenizer's exact vocabulary: 32 logits fewer than the tiny env's.
+    tokenizer = load_tokenizer("tiny")
+    model = load_model("tiny")
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"has \d+ logits but the env's action space has \d+ actions"):
+        PPO(LMActorCriticPolicy, make(), n_steps=6, batch_size=6, policy_kwargs={"model": str(tmp_path)})
+
+
+def test_non_text_env_is_refused():
+    with pytest.raises(TypeError, match="needs a Discrete action space"):
+        PPO(LMActorCriticPolicy, "Pendulum-v1", policy_kwargs=TINY)
+    with pytest.raises(TypeError, match="needs a Dict observation space"):
+        PPO(LMActorCriticPolicy, "CartPole-v1", policy_kwargs=TINY)
+
+
+def test_lora_trains_only_adapters_and_value_head():
+    pytest.importorskip("peft")
+    env = make()
+    lora = {**TINY, "lora": True}
+    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=lora)
+    net = model.policy.net
+    trainable = {name for name, p in model.policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or "value_head" in name for name in trainable)
+    assert net.trainable_fraction() < 0.01
+    before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+    model.learn(12)
+    for name, p in model.policy.named_parameters():
+        assert torch.equal(p, before[name]) == (name not in trainable), name
+    # The reference is the same model with its adapters off: it matches the pretrained model.
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad(), net.reference() as reference:
+        ref_logits = reference(input_ids=ids).logits
+    torch.testing.assert_close(ref_logits, load_model("tiny")(input_ids=ids).logits)
+
+
+def test_separate_critic_has_its_own_trunk():
+    env = make(max_new_tokens=8)
+    kwargs = {**TINY, "separate_critic": True}
+    model = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=kwargs)
+    net = model.policy.net
+    assert net.critic is not None and net.critic is not net.backbone
+    with torch.no_grad():
+        net.critic.norm.weight.mul_(2.0)  # make the critic's trunk differ from the actor's
+        net.value_head.weight.fill_(0.1)
+    for observation in episode_observations(env, n=3):
+        obs = as_batch(model.policy, observation)
+        with torch.no_grad():
+            cached = net.step(observation_rows(obs))[1]
+            full = net.last(*observation_batch(obs))[1]
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+    model.learn(6)
+
+
+def test_predict_on_a_single_observation():
+    env = make()
+    model = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY)
+    observation, _ = env.reset(seed=0)
+    action, _ = model.predict(observation, deterministic=True)
+    assert np.shape(action) == () and env.unwrapped.action_masks()[int(action)]

@@ -1,0 +1,134 @@
+"""Forward passes of a causal LM over left-padded batches, one pass or one token at a time.
+
+Every textgym consumer of a model (the samplers, the policies, the KL wrapper, TextPPO) goes
+through these functions, so that positions and masks are computed one way: a token's log-prob
+is then the same whether the context was run in one pass or grown step by step with the KV cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions of the real tokens of left-padded rows (0 at each row's first token)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def left_pad(rows: list[np.ndarray] | list[list[int]], pad_id: int, device: torch.device | str = "cpu"):
+    """Stack token rows into left-padded ``(ids, mask)``, both (B, T) int64."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            ids[i, width - len(row) :] = torch.as_tensor(np.asarray(row, dtype=np.int64))
+            mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding in every row (observations are padded to L)."""
+    used = mask.bool().any(0).nonzero()
+    start = int(used[0]) if len(used) else mask.shape[1] - 1
+    return ids[:, start:], mask[:, start:]
+
+
+def hidden_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, **kwargs: Any):
+    """The backbone's output for a left-padded batch: ``last_hidden_state`` is (B, T, H)."""
+    return backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **kwargs)
+
+
+class IncrementalForward:
+    """Last-position hidden states for a batch of token rows that grow one token per call.
+
+    When every row extends the previous call's row by exactly one token, only the new tokens
+    run, against the stored KV cache; when every row is unchanged the stored states are returned;
+    anything else (a reset, another batch) runs the whole context. A call with a different
+    number of rows is answered without touching the stored cache, so an odd one-row query (a
+    terminal observation) does not throw away the batch's cache.
+    """
+
+    def __init__(self, backbone: nn.Module, pad_id: int):
+        self.backbone = backbone
+        self.pad_id = pad_id
+        self.hits = 0
+        self.misses = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self._rows: list[np.ndarray] | None = None
+        self._mask: torch.Tensor | None = None  # (B, T) of the cached context
+        self._past: Any = None
+        self._last: torch.Tensor | None = None  # (B, H)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def __call__(self, rows: list[np.ndarray]) -> torch.Tensor:
+        """(B, H) hidden state at the last token of each row (no gradient)."""
+        rows = [np.asarray(row, dtype=np.int64) for row in rows]
+        if any(len(row) == 0 for row in rows):
+            raise ValueError("every row needs at least one token")
+        previous = self._rows
+        if previous is not None and len(previous) != len(rows):
+            return self._full(rows, store=False)
+        if previous is not None and all(np.array_equal(r, p) for r, p in zip(rows, previous)):
+            self.hits += 1
+            return self._last
+        if previous is not None and all(
+            len(r) == len(p) + 1 and np.array_equal(r[:-1], p) for r, p in zip(rows, previous)
+        ):
+            new = torch.as_tensor(np.stack([row[-1:] for row in rows]), device=self.device)  # (B, 1)
+            return self.extend(new, rows=rows)
+        return self._full(rows, store=True)
+
+    @torch.no_grad()
+    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run left-padded (B, T) contexts from scratch and keep their cache; returns (B, H)."""
+        out = hidden_states(self.backbone, ids, mask, use_cache=True)
+        self._rows, self._mask, self._past = None, mask, out.past_key_values
+        self._last = out.last_hidden_state[:, -1]
+        self.misses += 1
+        return self._last
+
+    @torch.no_grad()
+    def extend(
+        self, new: torch.Tensor, new_mask: torch.Tensor | None = None, rows: list[np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """Append one token per row, (B, 1), to the cached contexts; returns (B, H).
+
+        ``new_mask`` (B, 1) marks appended tokens that are padding (0), e.g. for rows that
+        already finished."""
+        if self._past is None:
+            raise RuntimeError("extend() needs a context: call start() first")
+        new_mask = torch.ones_like(new) if new_mask is None else new_mask.to(new.dtype)
+        positions = self._mask.sum(-1, keepdim=True)  # (B, 1): real tokens so far
+        self._mask = torch.cat([self._mask, new_mask], dim=1)
+        out = self.backbone(
+            input_ids=new,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._past,
+            use_cache=True,
+        )
+        self._past = out.past_key_values
+        self._last = out.last_hidden_state[:, -1]
+        self._rows = rows
+        self.hits += 1
+        return self._last
+
+    @torch.no_grad()
+    def _full(self, rows: list[np.ndarray], *, store: bool) -> torch.Tensor:
+        ids, mask = left_pad(rows, self.pad_id, self.device)
+        if not store:
+            self.misses += 1
+            return hidden_states(self.backbone, ids, mask).last_hidden_state[:, -1]
+        last = self.start(ids, mask)
+        self._rows = rows
+        return last

@@ -1,0 +1,5 @@
+"""Gymnasium wrappers for textgym envs."""
+
+from textgym.wrappers.kl import KLRewardWrapper
+
+__all__ = ["KLRewardWrapper"]
