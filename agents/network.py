@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from textgym.models import load_model, load_tokenizer
-from textgym.models.incremental import IncrementalForward, hidden_states
+from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
 from textgym.models.sampling import logits_processors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,6 +61,7 @@ class LMActorCritic(nn.Module):
         lora: bool | dict[str, Any] | None = None,
         separate_critic: bool = False,
         dtype: str = "float32",
+        kv_cache: bool = True,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -69,6 +70,7 @@ class LMActorCritic(nn.Module):
             raise TypeError(f"separate_critic must be True or False, got {separate_critic!r}")
         self.model_name = model
         self.dtype_name = dtype
+        self.kv_cache = bool(kv_cache)
         self.processors = logits_processors(temperature, top_k, top_p)
         self.temperature = temperature
         self.lora = lora_config(lora)
@@ -140,6 +142,10 @@ class LMActorCritic(nn.Module):
     def step(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) for the next token of each row, with the KV
         cache reused when the rows extend the previous call's (no gradient)."""
+        if not self.kv_cache:
+            ids, mask = left_pad(rows, self.pad_id, self.invalid.device)
+            with torch.no_grad():
+                return self.last(ids, mask)
         version = self._weights_version()
         if version != self._cache_version:
             self.reset_cache()
@@ -170,16 +176,18 @@ class LMActorCritic(nn.Module):
     # -- sequences: every position in one pass ----------------------------------------------------
 
     def sequence(
-        self, ids: torch.Tensor, mask: torch.Tensor, start: int
+        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw logits (B, T-start, V) and values (B, T-start) predicting tokens ``start..T-1``
-        of left-padded (B, T) sequences, from one forward pass (with grad)."""
+        """One forward pass (with grad) over left-padded (B, T) sequences whose tokens
+        ``start..T-1`` were generated: the raw logits (N, V) that predicted the N tokens that
+        ``select`` (B, T-start) marks, and the values (B, T-start) of the states before them.
+        Logits are computed only where selected (the LM head is a fifth of the model's work)."""
         hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[:, start - 1 : -1]  # (B, R, H)
         if self.critic is not None:
             critic_hidden = hidden_states(self.critic, ids, mask).last_hidden_state[:, start - 1 : -1]
         else:
             critic_hidden = hidden
-        return self.head(hidden), self.value(critic_hidden)
+        return self.head(hidden[select]), self.value(critic_hidden)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[nn.Module]:
@@ -197,11 +205,13 @@ class LMActorCritic(nn.Module):
         yield self._reference
 
     @torch.no_grad()
-    def reference_logits(self, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
-        """Raw reference logits (B, T-start, V) predicting tokens ``start..T-1``."""
+    def reference_logits(
+        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor
+    ) -> torch.Tensor:
+        """Raw reference logits (N, V) for the generated tokens ``select`` marks (as :meth:`sequence`)."""
         with self.reference() as reference:
             hidden = hidden_states(reference.get_decoder(), ids, mask).last_hidden_state[:, start - 1 : -1]
-            return reference.get_output_embeddings()(hidden)
+            return reference.get_output_embeddings()(hidden[select])
 
     def trainable_fraction(self) -> float:
         params = list(self.parameters())

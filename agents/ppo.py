@@ -30,7 +30,6 @@ from agents.rollout import (
     gae,
     generate,
     kl_penalty,
-    masked_mean,
     token_log_probs,
     whiten,
 )
@@ -84,7 +83,7 @@ class TextPPO(OnPolicyAlgorithm):
         env: GymEnv | str,
         learning_rate: float | Schedule = 1e-5,
         batch_episodes: int = 64,
-        minibatch_episodes: int = 16,
+        minibatch_episodes: int = 8,
         n_epochs: int = 1,
         gamma: float = 1.0,
         gae_lambda: float = 0.95,
@@ -223,6 +222,7 @@ class TextPPO(OnPolicyAlgorithm):
             "components": components,
             "tokens_per_s": sum(lengths) / elapsed,
             "seconds": elapsed,
+            "indices": [int(i) for i in indices],
             "prompts": [example.prompt for example in examples],
             "texts": [info["text"] for info in infos],
             "rewards": rewards.tolist(),
@@ -253,10 +253,12 @@ class TextPPO(OnPolicyAlgorithm):
         if self.kl_coef > 0 or self.kl_target is not None:
             for index in self._minibatches(self.minibatch_episodes, shuffle=False):
                 part = batch.select(index)
-                ref_logits = net.kl_logits(net.reference_logits(part.ids, part.mask, part.start))
-                ref_log_probs = token_log_probs(ref_logits, part.tokens)
-                penalty = kl_penalty(part.kl_log_probs, ref_log_probs, self.kl_estimator)
-                kl[index] = torch.where(part.response_mask, penalty, 0.0)
+                select = part.response_mask
+                ref_logits = net.kl_logits(net.reference_logits(part.ids, part.mask, part.start, select))
+                ref_log_probs = token_log_probs(ref_logits, part.tokens[select])  # (N,)
+                rows = torch.zeros_like(part.kl_log_probs)
+                rows[select] = kl_penalty(part.kl_log_probs[select], ref_log_probs, self.kl_estimator)
+                kl[index] = rows
         scores = self._scores.float()
         if self.reward_normalization == "running":
             self.reward_stats.update(scores.cpu().numpy())
@@ -292,28 +294,24 @@ class TextPPO(OnPolicyAlgorithm):
         for _ in range(self.n_epochs):
             for index in self._minibatches(self.minibatch_episodes, shuffle=True):
                 part = batch.select(index)
-                mask = part.response_mask
-                advantages, returns = targets["advantages"][index], targets["returns"][index]
-                raw, values = net.sequence(part.ids, part.mask, part.start)  # (b, R, V), (b, R)
-                logits = net.process(raw.flatten(0, 1)).view(raw.shape)
-                distribution = torch.distributions.Categorical(logits=logits)
-                log_probs = distribution.log_prob(part.tokens)
-                log_ratio = torch.where(mask, log_probs - part.log_probs, 0.0)
+                select = part.response_mask  # (b, R): the N tokens the policy emitted
+                advantages, returns = targets["advantages"][index][select], targets["returns"][index][select]
+                raw, values = net.sequence(part.ids, part.mask, part.start, select)  # (N, V), (b, R)
+                # Filtered ids get a large finite logit instead of -inf: probability 0, no NaN.
+                log_softmax = torch.log_softmax(net.process(raw).clamp(min=-1e9), dim=-1)  # (N, V)
+                log_probs = log_softmax.gather(-1, part.tokens[select].unsqueeze(-1)).squeeze(-1)  # (N,)
+                entropy = -(log_softmax.exp() * log_softmax).sum(-1).mean()
+                log_ratio = log_probs - part.log_probs[select]
                 ratio = log_ratio.exp()
-                pg_loss = masked_mean(
-                    torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)),
-                    mask,
-                )
+                clipped_ratio = ratio.clamp(1 - clip_range, 1 + clip_range)
+                pg_loss = torch.max(-advantages * ratio, -advantages * clipped_ratio).mean()
+                values, old_values = values[select], part.values[select]
                 if self.clip_range_vf is not None:
-                    clipped = part.values + (values - part.values).clamp(
-                        -self.clip_range_vf, self.clip_range_vf
-                    )
-                    vf_loss = (
-                        masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask) / 2
-                    )
+                    bound = self.clip_range_vf
+                    clipped = old_values + (values - old_values).clamp(-bound, bound)
+                    vf_loss = torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean() / 2
                 else:
-                    vf_loss = masked_mean((values - returns) ** 2, mask) / 2
-                entropy = masked_mean(distribution.entropy(), mask)
+                    vf_loss = ((values - returns) ** 2).mean() / 2
                 loss = pg_loss + self.vf_coef * vf_loss - self.ent_coef * entropy
                 self.policy.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -323,8 +321,8 @@ class TextPPO(OnPolicyAlgorithm):
                     stats["pg"].append(float(pg_loss))
                     stats["vf"].append(float(vf_loss))
                     stats["entropy"].append(float(entropy))
-                    stats["clip"].append(float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)))
-                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, mask)))
+                    stats["clip"].append(float(((ratio - 1).abs() > clip_range).float().mean()))
+                    stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
                 updated_tokens += int(part.mask.sum())
         update_s = time.perf_counter() - started - reference_s
         self._n_updates += self.n_epochs

@@ -10,20 +10,14 @@ per run (stamped with the git commit and package versions), never overwriting ea
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import importlib.metadata
-import json
-import platform
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from common import parse_args, timed, write_record
 from rich.console import Console
 from rich.table import Table
 
@@ -39,21 +33,6 @@ class Args:
     load_repeats: int = 5  # cached loads timed (median reported)
     seed: int = 0
     out: str = "benchmarks/results"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def measure_loading(args: Args) -> dict[str, float]:
@@ -94,12 +73,7 @@ def measure_env(env_id: str, args: Args, model: torch.nn.Module) -> dict[str, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for field in dataclasses.fields(Args):
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default
-        )
-    args = Args(**vars(parser.parse_args()))
+    args = parse_args(Args, __doc__.splitlines()[0])
     console = Console(width=120)
     torch.manual_seed(args.seed)
 
@@ -125,27 +99,8 @@ def main() -> None:
         f"{loading['cached_load_s']:.3f} s ({loading['gguf_load_s'] / loading['cached_load_s']:.0f}x faster)"
     )
 
-    record = {
-        "benchmark": "core",
-        "args": dataclasses.asdict(args),
-        "loading": loading,
-        "envs": envs,
-        "git_commit": git_commit(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "threads": torch.get_num_threads(),
-        },
-        "versions": {
-            p: importlib.metadata.version(p) for p in ("torch", "transformers", "gymnasium", "textgym")
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"core-{time.strftime('%Y%m%d-%H%M%S')}-{record['git_commit'][:8]}.json"
-    with path.open("x") as handle:  # "x": never overwrite an earlier run
-        json.dump(record, handle, indent=2)
+    results = {"loading": loading, "envs": envs}
+    path = write_record("core", args, results, args.out)
     console.print(f"wrote {path}")
 
 

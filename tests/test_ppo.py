@@ -51,18 +51,18 @@ def test_one_pass_log_probs_equal_the_step_by_step_ones():
     batch = generate(net, prompts, 12, task.eos_token_ids, torch.Generator().manual_seed(0))
     assert batch.lengths.min() < batch.lengths.max()
     with torch.no_grad():
-        raw, values = net.sequence(batch.ids, batch.mask, batch.start)
-        log_probs = token_log_probs(net.process(raw.flatten(0, 1)).view(raw.shape), batch.tokens)
-        kl_log_probs = token_log_probs(net.kl_logits(raw), batch.tokens)
-    mask = batch.response_mask
-    torch.testing.assert_close(log_probs[mask], batch.log_probs[mask], rtol=0, atol=1e-4)
-    torch.testing.assert_close(kl_log_probs[mask], batch.kl_log_probs[mask], rtol=0, atol=1e-4)
+        mask = batch.response_mask
+        raw, values = net.sequence(batch.ids, batch.mask, batch.start, mask)
+        log_probs = token_log_probs(net.process(raw), batch.tokens[mask])
+        kl_log_probs = token_log_probs(net.kl_logits(raw), batch.tokens[mask])
+    torch.testing.assert_close(log_probs, batch.log_probs[mask], rtol=0, atol=1e-4)
+    torch.testing.assert_close(kl_log_probs, batch.kl_log_probs[mask], rtol=0, atol=1e-4)
     torch.testing.assert_close(values[mask], batch.values[mask], rtol=0, atol=1e-5)
     # The reference is the initial model: before any update, its log-probs are the policy's.
     with torch.no_grad():
-        ref_logits = net.reference_logits(batch.ids, batch.mask, batch.start)
-        ref = token_log_probs(net.kl_logits(ref_logits), batch.tokens)
-    assert float((ref - kl_log_probs)[mask].abs().max()) > 1  # lm_head was changed above, not the reference
+        ref_logits = net.reference_logits(batch.ids, batch.mask, batch.start, mask)
+        ref = token_log_probs(net.kl_logits(ref_logits), batch.tokens[mask])
+    assert float((ref - kl_log_probs).abs().max()) > 1  # lm_head was changed above, not the reference
 
 
 def test_kl_estimators_and_gae_by_hand():

@@ -387,3 +387,14 @@ def test_combine_rejects_terms_with_the_same_name() -> None:
     second.__name__ = "first"
     with pytest.raises(ValueError, match="first"):
         combine({first: 1.0, second: 2.0})
+
+
+def test_distinct_n_counts_unique_ngrams_over_all_texts():
+    from textgym.rewards.lexical import distinct_n
+
+    assert distinct_n(["a b c", "a b d"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    assert distinct_n(["the the the the"], 2) == pytest.approx(1 / 3)
+    assert distinct_n(["", "one"], 2) == 0.0
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        distinct_n(["a"], 0)

@@ -24,6 +24,21 @@ def repetition_rate(text: str, n: int = 4) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """distinct-n (Li et al., 2016): unique word n-grams over all n-grams of a set of texts.
+
+    A diversity measure of a policy's outputs (1: no n-gram repeats anywhere; near 0: the same
+    phrase over and over). Returns 0 when the texts hold no n-gram at all.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    grams = []
+    for text in texts:
+        tokens = _TOKEN.findall(text.lower())
+        grams += zip(*(tokens[i:] for i in range(n)))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def degeneracy_penalty(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:

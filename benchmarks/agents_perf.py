@@ -1,0 +1,225 @@
+"""Agents throughput: TextPPO and the stock-path policy against bare transformers loops.
+
+    python benchmarks/agents_perf.py [--batch 64] [--new-tokens 48] [--out benchmarks/results]
+
+Measures, in one run and as ratios, with the default model in fp32 on this machine:
+- TextPPO rollout collection (``collect_rollouts``: batched sampling with the KV cache, values,
+  the batched reward call) vs. bare ``model.generate`` sampling of the same prompts and length;
+- the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
+  a bare forward + backward loop over the same sequences and minibatches; the reference pass
+  that feeds the KL penalty is timed apart;
+- stock-path stepping (``LMActorCriticPolicy.predict`` in each env) with vs. without the KV cache;
+- peak memory of a TextPPO iteration (policy, value head, reference, optimiser), in a fresh process.
+Prints a table and writes one JSON record per run, never overwriting earlier runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from common import parse_args, peak_rss_gb, write_record
+from rich.console import Console
+from rich.table import Table
+
+import textgym
+from agents import LMActorCriticPolicy, TextPPO
+from agents.rollout import TokenBatch
+from textgym.models import DEFAULT_MODEL
+from textgym.models.incremental import left_pad, position_ids
+
+
+@dataclass
+class Args:
+    model: str = DEFAULT_MODEL
+    env: str = "TextGen-Sentiment-v0"  # prompts for the rollout and update comparisons
+    batch: int = 64  # episodes sampled together
+    new_tokens: int = 48
+    minibatch: int = 8  # episodes per gradient step
+    repeats: int = 2  # rollout/generate pairs timed (best of each reported)
+    stock_tokens: int = 48  # tokens stepped per env and setting on the stock path
+    stock_envs: int = 16  # envs stepped together on the stock path (an SB3 DummyVecEnv)
+    skip_stock: bool = False
+    seed: int = 0
+    out: str = "benchmarks/results"
+
+
+def make_agent(args: Args) -> TextPPO:
+    env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
+    agent = TextPPO(
+        "LMPolicy", env, batch_episodes=args.batch, minibatch_episodes=args.minibatch, seed=args.seed
+    )
+    agent._setup_learn(total_timesteps=10**12)
+    return agent
+
+
+def rollout(agent: TextPPO) -> dict[str, float]:
+    callback = agent._init_callback(None)
+    agent.collect_rollouts(agent.env, callback, None, 0)
+    stats = agent.last_rollout
+    return {
+        "tokens": sum(stats["lengths"]),
+        "seconds": stats["seconds"],
+        "tokens_per_s": stats["tokens_per_s"],
+    }
+
+
+@torch.no_grad()
+def bare_generate(agent: TextPPO, indices: list[int], new_tokens: int, seed: int) -> dict[str, float]:
+    """``model.generate`` sampling (temperature 1, no top-k/p) of the same prompts."""
+    task, net = agent.env.envs[0].unwrapped, agent.policy.net
+    prompts = [task.encode_prompt(task.examples[i])[0] for i in indices]
+    ids, mask = left_pad(prompts, net.pad_id)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    out = net.causal.generate(
+        input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=new_tokens, temperature=1.0,
+        top_k=0, top_p=1.0, pad_token_id=net.pad_id, eos_token_id=sorted(task.eos_token_ids),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    generated = out[:, ids.shape[1] :]
+    ended = torch.zeros(len(generated), dtype=torch.bool)
+    tokens = 0
+    for column in generated.T:  # count each row's tokens up to and including its EOS
+        tokens += int((~ended).sum())
+        ended |= torch.isin(column, torch.tensor(sorted(task.eos_token_ids)))
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> dict[str, float]:
+    """Forward + backward (LM cross-entropy on the emitted tokens) over the same minibatches."""
+    lm = agent.policy.net.causal
+    lm.train()
+    tokens, start = 0, time.perf_counter()
+    for first in range(0, len(batch.ids), minibatch):
+        part = batch.select(torch.arange(first, min(first + minibatch, len(batch.ids))))
+        logits = lm(input_ids=part.ids, attention_mask=part.mask, position_ids=position_ids(part.mask)).logits
+        predicted = logits[:, part.start - 1 : -1]
+        loss = torch.nn.functional.cross_entropy(
+            predicted[part.response_mask], part.tokens[part.response_mask]
+        )
+        loss.backward()
+        lm.zero_grad(set_to_none=True)
+        tokens += int(part.mask.sum())
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def stock_stepping(args: Args, env_id: str, kv_cache: bool) -> dict[str, float]:
+    """Tokens/s of LMActorCriticPolicy.predict stepping the env, ``stock_tokens`` steps."""
+    env = gym.make(env_id, model=args.model)
+    policy = LMActorCriticPolicy(
+        env.observation_space, env.action_space, lambda _: 1e-5, model=args.model, kv_cache=kv_cache
+    )
+    observation, _ = env.reset(seed=args.seed)
+    steps, start = 0, time.perf_counter()
+    while steps < args.stock_tokens:
+        action, _ = policy.predict(observation)
+        observation, _, terminated, truncated, _ = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            observation, _ = env.reset()
+    seconds = time.perf_counter() - start
+    return {"tokens": steps, "seconds": seconds, "tokens_per_s": steps / seconds}
+
+
+def memory_probe(args: Args, queue) -> None:
+    """One TextPPO iteration (rollout, reference pass, update) in a fresh process: its peak RSS."""
+    agent = make_agent(args)
+    rollout(agent)
+    agent.train()
+    queue.put(peak_rss_gb())
+
+
+def measure_memory(args: Args) -> float:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=memory_probe, args=(args, queue))
+    process.start()
+    peak = queue.get()
+    process.join()
+    return peak
+
+
+def main() -> None:
+    args = parse_args(Args, __doc__.splitlines()[0])
+    console = Console(width=120)
+    console.print(f"measuring peak memory of one TextPPO iteration ({args.batch} x {args.new_tokens}) ...")
+    peak_gb = measure_memory(args)
+
+    agent = make_agent(args)
+    rollouts, generates = [], []
+    for repeat in range(args.repeats):
+        console.print(f"rollout vs generate, repeat {repeat + 1}/{args.repeats} ...")
+        rollouts.append(rollout(agent))
+        generates.append(
+            bare_generate(agent, agent.last_rollout["indices"], args.new_tokens, args.seed + repeat)
+        )
+    best_rollout = max(r["tokens_per_s"] for r in rollouts)
+    best_generate = max(g["tokens_per_s"] for g in generates)
+
+    console.print("update vs bare forward + backward ...")
+    batch = agent._rollout
+    bare = bare_forward_backward(agent, batch, args.minibatch)
+    agent.train()
+    update = agent.last_update
+
+    stock = {}
+    for env_id in () if args.skip_stock else textgym.ENVS:
+        console.print(f"stock-path stepping in {env_id} ...")
+        stock[env_id] = {
+            "cached": stock_stepping(args, env_id, kv_cache=True),
+            "recomputed": stock_stepping(args, env_id, kv_cache=False),
+        }
+
+    ratios = {
+        "rollout_vs_generate": best_rollout / best_generate,
+        "update_vs_forward_backward": update["tokens_per_s"] / bare["tokens_per_s"],
+        **{
+            f"stock_cache_speedup/{env_id}": row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
+            for env_id, row in stock.items()
+        },
+    }
+    table = Table(title=f"agents throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
+    for column in ("measurement", "ours (tokens/s)", "baseline (tokens/s)", "ratio", "target"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    table.add_row(
+        f"TextPPO rollout vs model.generate ({args.batch} x {args.new_tokens})",
+        f"{best_rollout:.0f}", f"{best_generate:.0f}", f"{ratios['rollout_vs_generate']:.2f}x", ">= 0.8x",
+    )  # fmt: skip
+    table.add_row(
+        f"PPO update vs forward+backward (minibatch {args.minibatch})",
+        f"{update['tokens_per_s']:.0f}", f"{bare['tokens_per_s']:.0f}",
+        f"{ratios['update_vs_forward_backward']:.2f}x", ">= 0.7x",
+    )  # fmt: skip
+    for env_id, row in stock.items():
+        table.add_row(
+            f"stock stepping, KV cache vs recompute: {env_id}",
+            f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
+            f"{ratios[f'stock_cache_speedup/{env_id}']:.1f}x", ">= 5x",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"reference pass (KL penalty) for the batch: {update['reference_seconds']:.1f} s; "
+        f"rollout {statistics.median(r['seconds'] for r in rollouts):.1f} s; "
+        f"update {update['seconds']:.1f} s"
+    )
+    console.print(f"peak memory of a TextPPO iteration: {peak_gb:.2f} GB (target <= 5 GB)")
+    results = {
+        "ratios": ratios,
+        "rollouts": rollouts,
+        "generates": generates,
+        "update": update,
+        "forward_backward": bare,
+        "stock": stock,
+        "textppo_peak_rss_gb": peak_gb,
+    }
+    console.print(f"wrote {write_record('agents-perf', args, results, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""What every benchmark script shares: arguments from a dataclass, and records that never
+overwrite earlier ones, stamped with the git commit, machine and package versions."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import platform
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "transformers", "gymnasium", "stable-baselines3", "textgym")
+
+
+def parse_args(cls: type, description: str) -> Any:
+    """An instance of the dataclass ``cls`` from ``--field-name value`` options."""
+    parser = argparse.ArgumentParser(description=description)
+    for field in dataclasses.fields(cls):
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default)
+    return cls(**vars(parser.parse_args()))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def write_record(name: str, args: Any, results: dict[str, Any], out: str) -> Path:
+    """Write ``results`` as ``<out>/<name>-<time>-<commit>.json``; never overwrites a file."""
+    record = {
+        "benchmark": name,
+        "args": dataclasses.asdict(args),
+        **results,
+        "git_commit": git_commit(),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{record['git_commit'][:8]}.json"
+    with path.open("x") as handle:  # "x": never overwrite an earlier run
+        json.dump(record, handle, indent=2)
+    return path
