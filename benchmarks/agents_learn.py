@@ -49,9 +49,10 @@ class Args:
 class Budget(BaseCallback):
     """Stops training before a batch that would end past the wall-clock budget; keeps the curve."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, console: Console):
         super().__init__()
         self.seconds = seconds
+        self.console = console
         self.curve: list[dict[str, float]] = []
         self._iteration_s = 0.0
 
@@ -64,7 +65,13 @@ class Budget(BaseCallback):
             self._iteration_s = now - self._iteration_started
         self._iteration_started = now
         if self.model.__dict__.get("last_update"):
-            self.curve[-1].update(kl=self.model.last_update["kl"], entropy=self.model.last_update["entropy"])
+            update = self.model.last_update
+            self.curve[-1].update(kl=update["kl"], entropy=update["entropy"])
+            point = self.curve[-1]
+            self.console.print(
+                f"batch {len(self.curve):3d}  {point['seconds'] / 60:5.1f} min  {point['tokens']:7d} tokens  "
+                f"reward {point['reward']:+.3f}  KL {update['kl']:6.2f}  entropy {update['entropy']:.2f}"
+            )
 
     def _on_step(self) -> bool:
         return time.perf_counter() - self.started + self._iteration_s <= self.seconds
@@ -116,7 +123,7 @@ def main() -> None:
 
     console.print(f"[{args.env}] evaluating the untrained model on {len(indices)} test prompts ...")
     before_samples = sample_episodes(agent.policy.net, test, indices, seed=args.eval_seed)
-    budget = Budget(args.minutes * 60)
+    budget = Budget(args.minutes * 60, console)
     started = time.perf_counter()
     agent.learn(10**12, callback=budget, progress_bar=False)
     train_s = time.perf_counter() - started

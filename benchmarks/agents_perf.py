@@ -8,7 +8,8 @@ Measures, in one run and as ratios, with the default model in fp32 on this machi
 - the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
   a bare forward + backward loop over the same sequences and minibatches; the reference pass
   that feeds the KL penalty is timed apart;
-- stock-path stepping (``LMActorCriticPolicy.predict`` in each env) with vs. without the KV cache;
+- stock-path stepping (``LMActorCriticPolicy.predict`` on a DummyVecEnv of each env) with vs.
+  without the KV cache;
 - peak memory of a TextPPO iteration (policy, value head, reference, optimiser), in a fresh process.
 Prints a table and writes one JSON record per run, never overwriting earlier runs.
 """
@@ -25,6 +26,7 @@ import torch
 from common import parse_args, peak_rss_gb, write_record
 from rich.console import Console
 from rich.table import Table
+from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
 from agents import LMActorCriticPolicy, TextPPO
@@ -41,8 +43,8 @@ class Args:
     new_tokens: int = 48
     minibatch: int = 8  # episodes per gradient step
     repeats: int = 2  # rollout/generate pairs timed (best of each reported)
-    stock_tokens: int = 48  # tokens stepped per env and setting on the stock path
-    stock_envs: int = 16  # envs stepped together on the stock path (an SB3 DummyVecEnv)
+    stock_envs: int = 8  # envs stepped together on the stock path (an SB3 DummyVecEnv)
+    stock_steps: int = 24  # vectorised steps per env and setting on the stock path
     skip_stock: bool = False
     seed: int = 0
     out: str = "benchmarks/results"
@@ -110,21 +112,21 @@ def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> 
 
 
 def stock_stepping(args: Args, env_id: str, kv_cache: bool) -> dict[str, float]:
-    """Tokens/s of LMActorCriticPolicy.predict stepping the env, ``stock_tokens`` steps."""
-    env = gym.make(env_id, model=args.model)
+    """Tokens/s of ``LMActorCriticPolicy.predict`` stepping ``stock_envs`` envs together (an SB3
+    DummyVecEnv, as SB3's PPO steps them; episodes end and restart at different steps)."""
+    venv = make_vec_env(env_id, n_envs=args.stock_envs, seed=args.seed, env_kwargs={"model": args.model})
     policy = LMActorCriticPolicy(
-        env.observation_space, env.action_space, lambda _: 1e-5, model=args.model, kv_cache=kv_cache
+        venv.observation_space, venv.action_space, lambda _: 1e-5, model=args.model, kv_cache=kv_cache
     )
-    observation, _ = env.reset(seed=args.seed)
-    steps, start = 0, time.perf_counter()
-    while steps < args.stock_tokens:
-        action, _ = policy.predict(observation)
-        observation, _, terminated, truncated, _ = env.step(action)
-        steps += 1
-        if terminated or truncated:
-            observation, _ = env.reset()
+    torch.manual_seed(args.seed)
+    observation = venv.reset()
+    start = time.perf_counter()
+    for _ in range(args.stock_steps):
+        actions, _ = policy.predict(observation)
+        observation, *_ = venv.step(actions)
     seconds = time.perf_counter() - start
-    return {"tokens": steps, "seconds": seconds, "tokens_per_s": steps / seconds}
+    tokens = args.stock_steps * args.stock_envs
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, **policy.net.cache_stats}
 
 
 def memory_probe(args: Args, queue) -> None:

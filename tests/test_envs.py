@@ -354,3 +354,10 @@ def test_sync_vector_env_batches_the_envs():
     assert truncated.all() and not terminated.any()
     assert np.all(np.stack(rewards[:2]) == 0) and np.isfinite(rewards[-1]).all()
     envs.close()
+
+
+def test_sb3_make_vec_env_works_with_its_default_render_mode():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("TextGen-Sentiment-v0", n_envs=2, env_kwargs={"model": "tiny"})
+    assert venv.num_envs == 2 and venv.get_attr("render_mode") == [None, None]

@@ -185,3 +185,29 @@ def test_stale_staging_folders_are_cleaned(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="stop after"):
         loading.default_model_dir()
     assert not old.exists() and fresh.exists()  # another process may still be writing "fresh"
+
+
+def test_incremental_forward_matches_full_passes_through_resets():
+    from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+
+    model = load_model("tiny")
+    backbone = model.get_decoder()
+    forward = IncrementalForward(backbone, pad_id=0)
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(5, 500, size=n)) for n in (3, 7, 5)]
+
+    def check():
+        ids, mask = left_pad(rows, 0)
+        with torch.no_grad():
+            expected = hidden_states(backbone, ids, mask).last_hidden_state[:, -1]
+        torch.testing.assert_close(forward([np.array(r) for r in rows]), expected, rtol=1e-4, atol=1e-5)
+
+    check()  # a full pass
+    for step in range(6):
+        for row in rows:
+            row.append(int(rng.integers(5, 500)))
+        if step in (2, 4):  # one env of the batch starts a new episode: a shorter or a longer prompt
+            rows[1] = list(rng.integers(5, 500, size=2 if step == 2 else 14))
+        check()
+    check()  # unchanged rows: the stored states
+    assert forward.misses == 3 and forward.hits == 5  # 1 full pass + 2 partial restarts; 4 steps + 1 repeat

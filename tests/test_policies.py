@@ -238,3 +238,24 @@ def test_predict_on_a_single_observation():
     observation, _ = env.reset(seed=0)
     action, _ = model.predict(observation, deterministic=True)
     assert np.shape(action) == () and env.unwrapped.action_masks()[int(action)]
+
+
+def test_vectorised_envs_keep_the_cache_through_restarts():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(
+        "TextGen-Sentiment-v0", n_envs=3, seed=0, env_kwargs={"model": "tiny", "max_new_tokens": 4}
+    )
+    model = PPO(LMActorCriticPolicy, venv, n_steps=8, batch_size=8, n_epochs=1, policy_kwargs=TINY, seed=0)
+    model.learn(24)
+    stats = model.policy.net.cache_stats
+    assert stats["hits"] > 0 and stats["misses"] > 0
+    # Cached predictions on a batch where one env just restarted equal full recomputation.
+    observations = venv.reset()
+    for step in range(6):
+        obs = as_batch(model.policy, observations)
+        with torch.no_grad():
+            cached = model.policy.net.step(observation_rows(obs))[0]
+            full = model.policy.net.last(*observation_batch(obs))[0]
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+        observations, *_ = venv.step(np.array([200 + step, 300 + step, 400 + step]))

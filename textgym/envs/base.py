@@ -20,6 +20,11 @@ from textgym.rewards import RewardFunction, make_reward, reward_name, score
 INVALID_TOKEN_REWARD = -1.0
 
 
+class UnsupportedRenderMode(ValueError, TypeError):
+    """A render mode the env does not have. Also a TypeError because SB3's ``make_vec_env``
+    asks for ``render_mode="rgb_array"`` and retries without it on a TypeError."""
+
+
 @dataclass(frozen=True)
 class TaskDefaults:
     """What a task fixes unless the user overrides it through ``gymnasium.make`` kwargs."""
@@ -83,7 +88,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
                 f"accepted: {self.accepted_arguments()}"
             )
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(
+            raise UnsupportedRenderMode(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
         task = self.defaults

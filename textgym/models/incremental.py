@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -76,17 +77,19 @@ class IncrementalForward:
         if any(len(row) == 0 for row in rows):
             raise ValueError("every row needs at least one token")
         previous = self._rows
-        if previous is not None and len(previous) != len(rows):
-            return self._full(rows, store=False)
-        if previous is not None and all(np.array_equal(r, p) for r, p in zip(rows, previous)):
+        if previous is None or len(previous) != len(rows):
+            return self._full(rows, store=previous is None)
+        if all(np.array_equal(r, p) for r, p in zip(rows, previous)):
             self.hits += 1
             return self._last
-        if previous is not None and all(
-            len(r) == len(p) + 1 and np.array_equal(r[:-1], p) for r, p in zip(rows, previous)
-        ):
+        extends = [len(r) == len(p) + 1 and np.array_equal(r[:-1], p) for r, p in zip(rows, previous)]
+        if all(extends):
             new = torch.as_tensor(np.stack([row[-1:] for row in rows]), device=self.device)  # (B, 1)
+            self.hits += 1
             return self.extend(new, rows=rows)
-        return self._full(rows, store=True)
+        if not any(extends):
+            return self._full(rows, store=True)
+        return self._partial(rows, extends)
 
     @torch.no_grad()
     def start(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,7 +97,6 @@ class IncrementalForward:
         out = hidden_states(self.backbone, ids, mask, use_cache=True)
         self._rows, self._mask, self._past = None, mask, out.past_key_values
         self._last = out.last_hidden_state[:, -1]
-        self.misses += 1
         return self._last
 
     @torch.no_grad()
@@ -120,15 +122,50 @@ class IncrementalForward:
         self._past = out.past_key_values
         self._last = out.last_hidden_state[:, -1]
         self._rows = rows
-        self.hits += 1
         return self._last
 
     @torch.no_grad()
     def _full(self, rows: list[np.ndarray], *, store: bool) -> torch.Tensor:
         ids, mask = left_pad(rows, self.pad_id, self.device)
+        self.misses += 1
         if not store:
-            self.misses += 1
             return hidden_states(self.backbone, ids, mask).last_hidden_state[:, -1]
         last = self.start(ids, mask)
         self._rows = rows
         return last
+
+    @torch.no_grad()
+    def _partial(self, rows: list[np.ndarray], extends: list[bool]) -> torch.Tensor:
+        """Some rows extend their cached context by one token, the others (new episodes in a
+        vectorised env) start over: step the former, run the latter's contexts, and merge
+        both caches row by row (left-padded to one width)."""
+        keep = torch.tensor(extends, device=self.device)  # (B,)
+        new = torch.as_tensor(np.stack([row[-1:] for row in rows]), device=self.device)  # (B, 1)
+        stepped = self.extend(new, keep[:, None].long())  # restarting rows append masked padding
+        restarting = [row for row, extended in zip(rows, extends) if not extended]
+        fresh_ids, fresh_mask = left_pad(restarting, self.pad_id, self.device)
+        fresh = hidden_states(self.backbone, fresh_ids, fresh_mask, use_cache=True)
+        width = max(self._mask.shape[1], fresh_mask.shape[1])
+
+        def merge(old: torch.Tensor, young: torch.Tensor, dim: int) -> torch.Tensor:
+            """Rows of ``old`` where kept, of ``young`` elsewhere, right-aligned along ``dim``."""
+            shape = list(old.shape)
+            shape[dim] = width
+            merged = old.new_zeros(shape)
+            merged.narrow(dim, width - old.shape[dim], old.shape[dim])[keep] = old[keep]
+            merged.narrow(dim, width - young.shape[dim], young.shape[dim])[~keep] = young
+            return merged
+
+        mask = merge(self._mask, fresh_mask, 1)  # (B, W)
+        first = int(mask.bool().any(0).long().argmax())  # drop columns that are padding everywhere
+        layers = []  # keys and values are (B, heads, T, head_dim)
+        for (keys, values, *window), (fresh_keys, fresh_values, *_) in zip(self._past, fresh.past_key_values):
+            layer = (merge(keys, fresh_keys, 2)[:, :, first:], merge(values, fresh_values, 2)[:, :, first:])
+            layers.append(layer + tuple(w for w in window if w is not None))
+        self._past = DynamicCache(ddp_cache_data=layers)
+        self._mask = mask[:, first:]
+        self._last = stepped.clone()
+        self._last[~keep] = fresh.last_hidden_state[:, -1]
+        self._rows = rows
+        self.misses += 1
+        return self._last
