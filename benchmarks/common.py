@@ -32,12 +32,19 @@ def parse_args(cls: type, description: str) -> Any:
 
 
 def git_commit() -> str:
+    """HEAD's commit, with ``+dirty`` when tracked files differ from it."""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+# Taken when a script starts, so a record names the code that ran even if HEAD moves meanwhile.
+STARTED_AT_COMMIT = git_commit()
 
 
 def timed(fn) -> tuple[float, object]:
@@ -57,7 +64,7 @@ def write_record(name: str, args: Any, results: dict[str, Any], out: str) -> Pat
         "benchmark": name,
         "args": dataclasses.asdict(args),
         **results,
-        "git_commit": git_commit(),
+        "git_commit": STARTED_AT_COMMIT,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
