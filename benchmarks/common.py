@@ -35,9 +35,8 @@ def git_commit() -> str:
     """HEAD's commit, with ``+dirty`` when tracked files differ from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        )
+        command = ["git", "status", "--porcelain", "--untracked-files=no"]
+        status = subprocess.run(command, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
