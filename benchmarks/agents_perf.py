@@ -45,7 +45,9 @@ class Args:
     repeats: int = 2  # rollout/generate pairs timed (best of each reported)
     stock_envs: int = 8  # envs stepped together on the stock path (an SB3 DummyVecEnv)
     stock_steps: int = 24  # vectorised steps per env and setting on the stock path
+    stock_only: str = ""  # comma-separated env ids for the stock comparison ("": every env)
     skip_stock: bool = False
+    skip_textppo: bool = False  # only the stock-path comparison
     seed: int = 0
     out: str = "benchmarks/results"
 
@@ -147,79 +149,83 @@ def measure_memory(args: Args) -> float:
     return peak
 
 
-def main() -> None:
-    args = parse_args(Args, __doc__.splitlines()[0])
-    console = Console(width=120)
+def measure_textppo(args: Args, console: Console) -> dict:
+    """Rollout vs. generate, update vs. forward+backward, and peak memory of an iteration."""
     console.print(f"measuring peak memory of one TextPPO iteration ({args.batch} x {args.new_tokens}) ...")
     peak_gb = measure_memory(args)
-
     agent = make_agent(args)
     rollouts, generates = [], []
     for repeat in range(args.repeats):
         console.print(f"rollout vs generate, repeat {repeat + 1}/{args.repeats} ...")
         rollouts.append(rollout(agent))
-        generates.append(
-            bare_generate(agent, agent.last_rollout["indices"], args.new_tokens, args.seed + repeat)
-        )
-    best_rollout = max(r["tokens_per_s"] for r in rollouts)
-    best_generate = max(g["tokens_per_s"] for g in generates)
-
+        indices = agent.last_rollout["indices"]
+        generates.append(bare_generate(agent, indices, args.new_tokens, args.seed + repeat))
     console.print("update vs bare forward + backward ...")
-    batch = agent._rollout
-    bare = bare_forward_backward(agent, batch, args.minibatch)
+    bare = bare_forward_backward(agent, agent._rollout, args.minibatch)
     agent.train()
-    update = agent.last_update
+    return {
+        "rollouts": rollouts,
+        "generates": generates,
+        "update": agent.last_update,
+        "forward_backward": bare,
+        "textppo_peak_rss_gb": peak_gb,
+    }
 
+
+def main() -> None:
+    args = parse_args(Args, __doc__.splitlines()[0])
+    console = Console(width=120)
+    results = {} if args.skip_textppo else measure_textppo(args, console)
     stock = {}
-    for env_id in () if args.skip_stock else textgym.ENVS:
-        console.print(f"stock-path stepping in {env_id} ...")
+    for env_id in () if args.skip_stock else [e for e in args.stock_only.split(",") if e] or textgym.ENVS:
+        console.print(
+            f"stock-path stepping in {env_id} ({args.stock_envs} envs x {args.stock_steps} steps) ..."
+        )
         stock[env_id] = {
             "cached": stock_stepping(args, env_id, kv_cache=True),
             "recomputed": stock_stepping(args, env_id, kv_cache=False),
         }
+    results["stock"] = stock
 
-    ratios = {
-        "rollout_vs_generate": best_rollout / best_generate,
-        "update_vs_forward_backward": update["tokens_per_s"] / bare["tokens_per_s"],
-        **{
-            f"stock_cache_speedup/{env_id}": row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
-            for env_id, row in stock.items()
-        },
-    }
+    ratios = {}
     table = Table(title=f"agents throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
     for column in ("measurement", "ours (tokens/s)", "baseline (tokens/s)", "ratio", "target"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
-    table.add_row(
-        f"TextPPO rollout vs model.generate ({args.batch} x {args.new_tokens})",
-        f"{best_rollout:.0f}", f"{best_generate:.0f}", f"{ratios['rollout_vs_generate']:.2f}x", ">= 0.8x",
-    )  # fmt: skip
-    table.add_row(
-        f"PPO update vs forward+backward (minibatch {args.minibatch})",
-        f"{update['tokens_per_s']:.0f}", f"{bare['tokens_per_s']:.0f}",
-        f"{ratios['update_vs_forward_backward']:.2f}x", ">= 0.7x",
-    )  # fmt: skip
-    for env_id, row in stock.items():
+    if "update" in results:
+        best_rollout = max(r["tokens_per_s"] for r in results["rollouts"])
+        best_generate = max(g["tokens_per_s"] for g in results["generates"])
+        update, bare = results["update"], results["forward_backward"]
+        ratios["rollout_vs_generate"] = best_rollout / best_generate
+        ratios["update_vs_forward_backward"] = update["tokens_per_s"] / bare["tokens_per_s"]
         table.add_row(
-            f"stock stepping, KV cache vs recompute: {env_id}",
+            f"TextPPO rollout vs model.generate ({args.batch} x {args.new_tokens})",
+            f"{best_rollout:.0f}", f"{best_generate:.0f}", f"{ratios['rollout_vs_generate']:.2f}x", ">= 0.8x",
+        )  # fmt: skip
+        table.add_row(
+            f"PPO update vs forward+backward (minibatch {args.minibatch})",
+            f"{update['tokens_per_s']:.0f}", f"{bare['tokens_per_s']:.0f}",
+            f"{ratios['update_vs_forward_backward']:.2f}x", ">= 0.7x",
+        )  # fmt: skip
+    for env_id, row in stock.items():
+        key = f"stock_cache_speedup/{env_id}"
+        ratios[key] = row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
+        table.add_row(
+            f"stock stepping ({args.stock_envs} envs), KV cache vs recompute: {env_id}",
             f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
-            f"{ratios[f'stock_cache_speedup/{env_id}']:.1f}x", ">= 5x",
+            f"{ratios[key]:.1f}x", ">= 5x",
         )  # fmt: skip
     console.print(table)
-    console.print(
-        f"reference pass (KL penalty) for the batch: {update['reference_seconds']:.1f} s; "
-        f"rollout {statistics.median(r['seconds'] for r in rollouts):.1f} s; "
-        f"update {update['seconds']:.1f} s"
-    )
-    console.print(f"peak memory of a TextPPO iteration: {peak_gb:.2f} GB (target <= 5 GB)")
-    results = {
-        "ratios": ratios,
-        "rollouts": rollouts,
-        "generates": generates,
-        "update": update,
-        "forward_backward": bare,
-        "stock": stock,
-        "textppo_peak_rss_gb": peak_gb,
-    }
+    if "update" in results:
+        update = results["update"]
+        console.print(
+            f"reference pass (KL penalty) for the batch: {update['reference_seconds']:.1f} s; "
+            f"rollout {statistics.median(r['seconds'] for r in results['rollouts']):.1f} s; "
+            f"update {update['seconds']:.1f} s"
+        )
+        console.print(
+            f"peak memory of a TextPPO iteration: {results['textppo_peak_rss_gb']:.2f} GB (target <= 5 GB)"
+        )
+    results["ratios"] = ratios
     console.print(f"wrote {write_record('agents-perf', args, results, args.out)}")
 
 
