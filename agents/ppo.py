@@ -171,7 +171,7 @@ class TextPPO(OnPolicyAlgorithm):
         self._episode_rng = np.random.default_rng(self.seed)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_rollout", "_generator", "_episode_rng"]
+        return [*super()._excluded_save_params(), "_rollout", "_scores", "_generator", "_episode_rng"]
 
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)
