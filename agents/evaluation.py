@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from agents.network import LMActorCritic
-from agents.rollout import generate
+from agents.rollout import play
 from textgym.envs.base import TextGenEnv
 from textgym.rewards.lexical import distinct_n, repetition_rate
 
@@ -27,9 +27,7 @@ def sample_episodes(
     try:
         for first in range(0, len(indices), batch_size):
             examples = [env.examples[i] for i in indices[first : first + batch_size]]
-            prompts = [env.encode_prompt(example)[0] for example in examples]
-            batch = generate(net, prompts, env.max_new_tokens, env.eos_token_ids, generator)
-            batch_rewards, infos = env.score_episodes(examples, batch.generated())
+            batch, batch_rewards, infos = play(net, env, examples, generator)
             rewards += batch_rewards.tolist()
             lengths += batch.lengths.tolist()
             texts += [info["text"] for info in infos]

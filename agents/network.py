@@ -40,6 +40,11 @@ def _peft() -> Any:
     return peft
 
 
+def generated_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+    """(B, T-start, H) hidden states of the positions that predict tokens ``start..T-1``."""
+    return hidden_states(backbone, ids, mask).last_hidden_state[:, start - 1 : -1]
+
+
 class LMActorCritic(nn.Module):
     """Action logits from the LM at the last position; a value from a head on the last hidden state.
 
@@ -182,11 +187,8 @@ class LMActorCritic(nn.Module):
         ``start..T-1`` were generated: the raw logits (N, V) that predicted the N tokens that
         ``select`` (B, T-start) marks, and the values (B, T-start) of the states before them.
         Logits are computed only where selected (the LM head is a fifth of the model's work)."""
-        hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[:, start - 1 : -1]  # (B, R, H)
-        if self.critic is not None:
-            critic_hidden = hidden_states(self.critic, ids, mask).last_hidden_state[:, start - 1 : -1]
-        else:
-            critic_hidden = hidden
+        hidden = generated_states(self.backbone, ids, mask, start)  # (B, R, H)
+        critic_hidden = hidden if self.critic is None else generated_states(self.critic, ids, mask, start)
         return self.head(hidden[select]), self.value(critic_hidden)
 
     @contextlib.contextmanager
@@ -210,7 +212,7 @@ class LMActorCritic(nn.Module):
     ) -> torch.Tensor:
         """Raw reference logits (N, V) for the generated tokens ``select`` marks (as :meth:`sequence`)."""
         with self.reference() as reference:
-            hidden = hidden_states(reference.get_decoder(), ids, mask).last_hidden_state[:, start - 1 : -1]
+            hidden = generated_states(reference.get_decoder(), ids, mask, start)
             return reference.get_output_embeddings()(hidden[select])
 
     def trainable_fraction(self) -> float:

@@ -28,8 +28,8 @@ from agents.rollout import (
     KL_ESTIMATORS,
     TokenBatch,
     gae,
-    generate,
     kl_penalty,
+    play,
     token_log_probs,
     whiten,
 )
@@ -186,12 +186,10 @@ class TextPPO(OnPolicyAlgorithm):
     ) -> bool:
         """Generate ``batch_episodes`` texts together and score them in one reward call."""
         task = text_env(env)
-        net = self.policy.net
         self.policy.set_training_mode(False)
         callback.on_rollout_start()
         indices = self._episode_rng.integers(len(task.examples), size=self.batch_episodes)
         examples = [task.examples[i] for i in indices]
-        prompts = [task.encode_prompt(example)[0] for example in examples]
 
         def on_step(n_active: int) -> bool:
             for _ in range(n_active):  # one env step per token, as SB3 counts
@@ -202,10 +200,10 @@ class TextPPO(OnPolicyAlgorithm):
             return True
 
         started = time.perf_counter()
-        batch = generate(net, prompts, task.max_new_tokens, task.eos_token_ids, self._generator, on_step)
-        if batch is None:
+        played = play(self.policy.net, task, examples, self._generator, on_step)
+        if played is None:
             return False
-        rewards, infos = task.score_episodes(examples, batch.generated())
+        batch, rewards, infos = played
         elapsed = time.perf_counter() - started
         self._rollout = batch
         self._scores = torch.as_tensor(rewards, device=self.device)

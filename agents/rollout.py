@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from agents.network import LMActorCritic
+from textgym.datasets import Example
+from textgym.envs.base import TextGenEnv
 from textgym.models.incremental import IncrementalForward, left_pad
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -124,6 +128,23 @@ def generate(
         kl_log_probs=torch.where(response_mask, stack["kl_logp"], zero),
         values=torch.where(response_mask, stack["value"], zero),
     )
+
+
+def play(
+    net: LMActorCritic,
+    env: TextGenEnv,
+    examples: Sequence[Example],
+    generator: torch.Generator,
+    on_step: Callable[[int], bool] | None = None,
+) -> tuple[TokenBatch, np.ndarray, list[dict[str, Any]]] | None:
+    """One episode of ``env`` per example, sampled together and scored in one reward call:
+    the batch, the (B,) rewards and each episode's final ``info`` (None if ``on_step`` stopped)."""
+    prompts = [env.encode_prompt(example)[0] for example in examples]
+    batch = generate(net, prompts, env.max_new_tokens, env.eos_token_ids, generator, on_step)
+    if batch is None:
+        return None
+    rewards, infos = env.score_episodes(examples, batch.generated())
+    return batch, rewards, infos
 
 
 def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
