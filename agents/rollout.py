@@ -70,8 +70,10 @@ def generate(
     eos_ids: frozenset[int],
     generator: torch.Generator,
     on_step: Callable[[int], bool] | None = None,
+    greedy: bool = False,
 ) -> TokenBatch | None:
-    """Sample one episode per prompt, all together, keeping the KV cache across steps.
+    """Sample one episode per prompt, all together, keeping the KV cache across steps
+    (``greedy``: the most likely token of the sampling distribution instead of a sample).
 
     A row ends at an EOS or an id the tokenizer cannot decode (both emitted) or at the budget.
     ``on_step(n_active)`` runs after every step; returning False abandons the batch (None).
@@ -98,7 +100,10 @@ def generate(
     for step in range(max_new_tokens):
         raw = net.head(hidden)  # (B, V)
         logits = net.process(raw)
-        token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (B,)
+        if greedy:
+            token = logits.argmax(-1)  # (B,)
+        else:
+            token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
         token = torch.where(active, token, net.pad_id)
         columns["token"].append(token)
         columns["active"].append(active)
@@ -136,11 +141,12 @@ def play(
     examples: Sequence[Example],
     generator: torch.Generator,
     on_step: Callable[[int], bool] | None = None,
+    greedy: bool = False,
 ) -> tuple[TokenBatch, np.ndarray, list[dict[str, Any]]] | None:
     """One episode of ``env`` per example, sampled together and scored in one reward call:
     the batch, the (B,) rewards and each episode's final ``info`` (None if ``on_step`` stopped)."""
     prompts = [env.encode_prompt(example)[0] for example in examples]
-    batch = generate(net, prompts, env.max_new_tokens, env.eos_token_ids, generator, on_step)
+    batch = generate(net, prompts, env.max_new_tokens, env.eos_token_ids, generator, on_step, greedy)
     if batch is None:
         return None
     rewards, infos = env.score_episodes(examples, batch.generated())

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 PACKAGES = ("torch", "transformers", "gymnasium", "stable-baselines3", "textgym")
@@ -55,6 +57,30 @@ def timed(fn) -> tuple[float, object]:
 def peak_rss_gb() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def random_policy_steps(env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
+    """Env overhead alone: ``episodes`` episodes (reset, then steps of random valid token ids
+    through the terminal reward call) and their env steps/s.
+
+    One untimed episode first: a task's reward model loads lazily on the first reward call
+    (once per process), which is not per-step overhead.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = len(env.unwrapped.tokenizer)
+
+    def run(episode: int) -> int:
+        env.reset(seed=seed + episode)
+        steps, done = 0, False
+        while not done:
+            # Random valid tokens; EOS is unlikely, so episodes run to the budget.
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(vocab)))
+            steps, done = steps + 1, terminated or truncated
+        return steps
+
+    run(0)  # the untimed first episode
+    seconds, steps = timed(lambda: sum(run(episode) for episode in range(episodes)))
+    return {"steps": steps, "seconds": seconds, "steps_per_s": steps / seconds}
 
 
 def write_record(name: str, args: Any, results: dict[str, Any], out: str) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-from common import parse_args, timed, write_record
+from common import parse_args, random_policy_steps, timed, write_record
 from rich.console import Console
 from rich.table import Table
 
@@ -44,17 +44,7 @@ def measure_loading(args: Args) -> dict[str, float]:
 
 def measure_env(env_id: str, args: Args, model: torch.nn.Module) -> dict[str, float]:
     make_s, env = timed(lambda: gym.make(env_id))
-    rng = np.random.default_rng(args.seed)
-    steps, start = 0, time.perf_counter()
-    for episode in range(args.episodes):
-        env.reset(seed=args.seed + episode)
-        done = False
-        while not done:
-            # Random valid tokens; EOS is unlikely, so episodes run to the budget.
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(len(env.unwrapped.tokenizer))))
-            steps += 1
-            done = terminated or truncated
-    random_steps_per_s = steps / (time.perf_counter() - start)
+    random_steps_per_s = random_policy_steps(env, args.episodes, args.seed)["steps_per_s"]
 
     sampler = LMSampler(model, env.unwrapped.action_masks(), temperature=0.7, top_k=50, seed=args.seed)
     tokens, rewards, start = 0, [], time.perf_counter()

@@ -37,6 +37,7 @@ class TaskDefaults:
     chat_template: bool
     system_prompt: str | None = None
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()  # the task's standard metrics (textgym.rewards.metrics)
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -54,4 +54,5 @@ class DialogueEnv(TextGenEnv):
         chat_template=True,
         system_prompt="You are chatting casually with a friend. Reply with one short, natural message.",
         dataset_kwargs={"context_turns": 3},
+        metrics=("similarity", "bleu"),
     )

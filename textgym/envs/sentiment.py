@@ -52,6 +52,7 @@ class SentimentEnv(TextGenEnv):
         max_new_tokens=32,
         chat_template=False,
         dataset_kwargs={"prompt_words": 6, "min_words": 12},
+        metrics=("vader", "positive_rate"),
     )
 
     def __init__(self, target: str = "positive", **kwargs: Any):

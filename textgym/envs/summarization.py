@@ -50,4 +50,5 @@ class SummarizationEnv(TextGenEnv):
         max_prompt_tokens=448,
         max_new_tokens=64,
         chat_template=True,
+        metrics=("rouge1", "rouge2", "rougeL"),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from textgym.models.loading import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
+    TINY_MODEL,
     cache_dir,
     eos_token_ids,
     load_model,
@@ -20,6 +21,7 @@ from textgym.models.loading import (
 __all__ = [
     "DEFAULT_MODEL",
     "KNOWN_MODELS",
+    "TINY_MODEL",
     "cache_dir",
     "eos_token_ids",
     "load_model",

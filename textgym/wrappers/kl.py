@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from textgym.envs.base import TextGenEnv
 from textgym.models import load_model
@@ -24,7 +25,8 @@ class KLRewardWrapper(gym.Wrapper):
     Arguments:
         env: a textgym env (possibly wrapped).
         coef: weight of the reference log-prob term (>= 0).
-        model: reference model name or path (default: the env's model).
+        model: reference model name or path (default: the env's model), or a loaded causal LM
+            (several wrapped envs can share one; it is frozen, never trained).
         temperature: the reference's temperature (match the policy's).
         min_log_prob: floor on the term, so that one very unlikely token cannot dominate a return.
 
@@ -35,7 +37,7 @@ class KLRewardWrapper(gym.Wrapper):
         self,
         env: gym.Env,
         coef: float = 0.05,
-        model: str | None = None,
+        model: str | PreTrainedModel | None = None,
         temperature: float = 1.0,
         min_log_prob: float = -20.0,
     ):
@@ -52,11 +54,18 @@ class KLRewardWrapper(gym.Wrapper):
         self.coef = float(coef)
         self.temperature = float(temperature)
         self.min_log_prob = float(min_log_prob)
-        self.reference = load_model(base.model_name if model is None else model).requires_grad_(False)
+        if model is None or isinstance(model, str):
+            model = load_model(base.model_name if model is None else model)
+        elif not isinstance(model, PreTrainedModel):
+            raise TypeError(
+                f"model must be a name, a path or a transformers causal LM, got {type(model).__name__}"
+            )
+        self.reference = model.requires_grad_(False)
         width = self.reference.get_output_embeddings().out_features
         if width != base.action_space.n:
             raise ValueError(
-                f"reference model {model!r} has {width} logits but the env has {base.action_space.n} actions"
+                f"reference model {self.reference.name_or_path or type(model).__name__!r} has {width} "
+                f"logits but the env has {base.action_space.n} actions"
             )
         self.invalid = torch.as_tensor(~base.action_masks())  # (V,)
         self.forward = IncrementalForward(self.reference.get_decoder(), int(base.tokenizer.pad_token_id))

@@ -1,29 +1,30 @@
-"""Agents throughput: TextPPO and the stock-path policy against bare transformers loops.
+"""Throughput: the envs alone, the stock-path policy, and TextPPO against bare transformers loops.
 
-    python benchmarks/agents_perf.py [--batch 64] [--new-tokens 48] [--out benchmarks/results]
+    python benchmarks/throughput.py [--batch 64] [--new-tokens 48] [--out benchmarks/results]
 
 Measures, in one run and as ratios, with the default model in fp32 on this machine:
+- env steps/s of each env with a random policy (random valid token ids through the terminal
+  reward call: env overhead alone), and its ratio to the stock path's cached steps/s below;
+- stock-path stepping (``LMActorCriticPolicy.predict`` on a DummyVecEnv of each env) with vs.
+  without the KV cache;
 - TextPPO rollout collection (``collect_rollouts``: batched sampling with the KV cache, values,
   the batched reward call) vs. bare ``model.generate`` sampling of the same prompts and length;
 - the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
   a bare forward + backward loop over the same sequences and minibatches; the reference pass
   that feeds the KL penalty is timed apart;
-- stock-path stepping (``LMActorCriticPolicy.predict`` on a DummyVecEnv of each env) with vs.
-  without the KV cache;
 - peak memory of a TextPPO iteration (policy, value head, reference, optimiser), in a fresh process.
-Prints a table and writes one JSON record per run, never overwriting earlier runs.
+Prints one table and writes one JSON record per run, never overwriting earlier runs.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import statistics
 import time
 from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
-from common import parse_args, peak_rss_gb, write_record
+from common import parse_args, peak_rss_gb, random_policy_steps, write_record
 from rich.console import Console
 from rich.table import Table
 from stable_baselines3.common.env_util import make_vec_env
@@ -43,13 +44,19 @@ class Args:
     new_tokens: int = 48
     minibatch: int = 8  # episodes per gradient step
     repeats: int = 2  # rollout/generate pairs timed (best of each reported)
+    random_episodes: int = 10  # episodes per env with the random policy
     stock_envs: int = 8  # envs stepped together on the stock path (an SB3 DummyVecEnv)
     stock_steps: int = 24  # vectorised steps per env and setting on the stock path
     stock_only: str = ""  # comma-separated env ids for the stock comparison ("": every env)
     skip_stock: bool = False
-    skip_textppo: bool = False  # only the stock-path comparison
+    skip_textppo: bool = False  # only the env and stock-path figures
     seed: int = 0
     out: str = "benchmarks/results"
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():  # every int option but the seed is a count
+            if type(value) is int and name != "seed" and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def make_agent(args: Args) -> TextPPO:
@@ -175,7 +182,13 @@ def measure_textppo(args: Args, console: Console) -> dict:
 def main() -> None:
     args = parse_args(Args, __doc__.splitlines()[0])
     console = Console(width=120)
-    results = {} if args.skip_textppo else measure_textppo(args, console)
+    # Random-policy stepping first, so each env's reward model is loaded before the stock path runs.
+    random_policy = {}
+    for env_id in textgym.ENVS:
+        console.print(f"random-policy stepping in {env_id} ({args.random_episodes} episodes) ...")
+        random_policy[env_id] = random_policy_steps(
+            gym.make(env_id, model=args.model), args.random_episodes, args.seed
+        )
     stock = {}
     for env_id in () if args.skip_stock else [e for e in args.stock_only.split(",") if e] or textgym.ENVS:
         console.print(
@@ -185,48 +198,56 @@ def main() -> None:
             "cached": stock_stepping(args, env_id, kv_cache=True),
             "recomputed": stock_stepping(args, env_id, kv_cache=False),
         }
-    results["stock"] = stock
+    results = {} if args.skip_textppo else measure_textppo(args, console)
+    results |= {"random_policy": random_policy, "stock": stock}
 
-    ratios = {}
-    table = Table(title=f"agents throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
-    for column in ("measurement", "ours (tokens/s)", "baseline (tokens/s)", "ratio", "target"):
-        table.add_column(column, justify="left" if column == "measurement" else "right")
+    # Rows: measurement, unit, ours, baseline, ratio, target.
+    ratios: dict[str, float] = {}
+    rows: list[tuple[str, ...]] = []
+    for env_id, row in random_policy.items():
+        cells = [f"{row['steps_per_s']:.0f}", "", ""]  # ours, baseline, ratio
+        if env_id in stock:
+            key = f"random_vs_stock_cached/{env_id}"
+            cached = stock[env_id]["cached"]["tokens_per_s"]  # one token per env step
+            ratios[key] = row["steps_per_s"] / cached
+            cells[1:] = [f"{cached:.1f}", f"{ratios[key]:.0f}x"]
+        rows.append((f"env overhead: random policy vs stock cached: {env_id}", "steps/s", *cells, ""))
+    for env_id, row in stock.items():
+        key = f"stock_cache_speedup/{env_id}"
+        ratios[key] = row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
+        rows.append((
+            f"stock KV cache vs recompute ({args.stock_envs} envs): {env_id}", "tokens/s",
+            f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
+            f"{ratios[key]:.1f}x", ">= 5x",
+        ))  # fmt: skip
     if "update" in results:
         best_rollout = max(r["tokens_per_s"] for r in results["rollouts"])
         best_generate = max(g["tokens_per_s"] for g in results["generates"])
         update, bare = results["update"], results["forward_backward"]
         ratios["rollout_vs_generate"] = best_rollout / best_generate
         ratios["update_vs_forward_backward"] = update["tokens_per_s"] / bare["tokens_per_s"]
-        table.add_row(
-            f"TextPPO rollout vs model.generate ({args.batch} x {args.new_tokens})",
-            f"{best_rollout:.0f}", f"{best_generate:.0f}", f"{ratios['rollout_vs_generate']:.2f}x", ">= 0.8x",
-        )  # fmt: skip
-        table.add_row(
-            f"PPO update vs forward+backward (minibatch {args.minibatch})",
-            f"{update['tokens_per_s']:.0f}", f"{bare['tokens_per_s']:.0f}",
-            f"{ratios['update_vs_forward_backward']:.2f}x", ">= 0.7x",
-        )  # fmt: skip
-    for env_id, row in stock.items():
-        key = f"stock_cache_speedup/{env_id}"
-        ratios[key] = row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
-        table.add_row(
-            f"stock stepping ({args.stock_envs} envs), KV cache vs recompute: {env_id}",
-            f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
-            f"{ratios[key]:.1f}x", ">= 5x",
-        )  # fmt: skip
+        ratios["reference_vs_update_seconds"] = update["reference_seconds"] / update["seconds"]
+        rows += [
+            (f"TextPPO rollout vs model.generate ({args.batch} x {args.new_tokens})", "tokens/s",
+             f"{best_rollout:.0f}", f"{best_generate:.0f}", f"{ratios['rollout_vs_generate']:.2f}x",
+             ">= 0.8x"),
+            (f"PPO update vs forward+backward (minibatch {args.minibatch})", "tokens/s",
+             f"{update['tokens_per_s']:.0f}", f"{bare['tokens_per_s']:.0f}",
+             f"{ratios['update_vs_forward_backward']:.2f}x", ">= 0.7x"),
+            ("KL reference pass vs the PPO update's epochs", "s", f"{update['reference_seconds']:.1f}",
+             f"{update['seconds']:.1f}", f"{ratios['reference_vs_update_seconds']:.2f}x", ""),
+            ("peak memory of a TextPPO iteration (fresh process)", "GB",
+             f"{results['textppo_peak_rss_gb']:.2f}", "", "", "<= 5 GB"),
+        ]  # fmt: skip
+
+    table = Table(title=f"throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
+    for column in ("measurement", "unit", "ours", "baseline", "ratio", "target"):
+        table.add_column(column, justify="left" if column in ("measurement", "unit") else "right")
+    for measurement in rows:
+        table.add_row(*measurement)
     console.print(table)
-    if "update" in results:
-        update = results["update"]
-        console.print(
-            f"reference pass (KL penalty) for the batch: {update['reference_seconds']:.1f} s; "
-            f"rollout {statistics.median(r['seconds'] for r in results['rollouts']):.1f} s; "
-            f"update {update['seconds']:.1f} s"
-        )
-        console.print(
-            f"peak memory of a TextPPO iteration: {results['textppo_peak_rss_gb']:.2f} GB (target <= 5 GB)"
-        )
     results["ratios"] = ratios
-    console.print(f"wrote {write_record('agents-perf', args, results, args.out)}")
+    console.print(f"wrote {write_record('throughput', args, results, args.out)}")
 
 
 if __name__ == "__main__":

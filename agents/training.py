@@ -1,0 +1,519 @@
+"""One training run, as ``textgym train`` and the leaderboard do it: evaluate the untrained
+model, train within a budget of tokens and wall time (checkpointing, evaluating periodically,
+logging to TensorBoard), evaluate again, and leave everything in a run directory.
+
+The budget stops training at whichever of ``budget_tokens`` (generated tokens, SB3 timesteps)
+and ``budget_minutes`` (training time, evaluations excluded) comes first; a batch that would
+end past the time budget is not started. A run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+import textgym
+from agents.checkpoints import (
+    ALGOS,
+    CHECKPOINT,
+    RUN_FILE,
+    STATE,
+    CheckpointError,
+    read_json,
+    read_run,
+    save_agent,
+    write_json,
+)
+from agents.evaluation import Evaluation, evaluate
+from agents.policies import LMActorCriticPolicy
+from agents.ppo import TextPPO
+from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
+from textgym.wrappers import KLRewardWrapper
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in ``run.json``)."""
+
+    env: str = "TextGen-Sentiment-v0"
+    algo: str = "textppo"  # textppo | ppo | a2c
+    model: str = DEFAULT_MODEL
+    seed: int = 0
+    budget_tokens: int = 1_000_000  # generated tokens (SB3 timesteps)
+    budget_minutes: float = 10.0  # training wall time, evaluations excluded
+    learning_rate: float = 2e-5
+    kl_coef: float = 0.05  # TextPPO's per-token KL penalty; stock: KL reward wrapper + ent_coef
+    lora: bool = False
+    batch_episodes: int = 64  # TextPPO: episodes per batch
+    minibatch_episodes: int = 8  # TextPPO: episodes per gradient step
+    n_envs: int = 8  # stock PPO/A2C: envs stepped together
+    n_steps: int = 16  # stock PPO/A2C: steps per env per rollout
+    batch_size: int = 8  # stock PPO: observations per gradient step (long prompts: memory)
+    eval_prompts: int = 64  # test prompts evaluated before and after training
+    eval_every_minutes: float = 5.0  # periodic evaluation on validation prompts (0: off)
+    eval_every_prompts: int = 16
+    checkpoint_minutes: float = 2.0  # training time between checkpoints
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field (before anything is written)."""
+        if self.env not in gym.registry:
+            raise ValueError(f"unknown env {self.env!r}: expected one of {list(textgym.ENVS)}")
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}: expected one of {list(ALGOS)}")
+        ints = (
+            "seed",
+            "budget_tokens",
+            "batch_episodes",
+            "minibatch_episodes",
+            "n_envs",
+            "n_steps",
+            "batch_size",
+            "eval_prompts",
+            "eval_every_prompts",
+        )
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}"
+                )
+        for name in (
+            "budget_minutes",
+            "learning_rate",
+            "kl_coef",
+            "eval_every_minutes",
+            "checkpoint_minutes",
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.minibatch_episodes > self.batch_episodes:
+            raise ValueError(
+                f"minibatch_episodes ({self.minibatch_episodes}) exceeds "
+                f"batch_episodes ({self.batch_episodes})"
+            )
+        if self.budget_minutes <= 0:
+            raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes!r}")
+        load_tokenizer(self.model)  # an unknown model fails here, before any file is written
+
+
+def parse_budget(text: str) -> tuple[int | None, float | None]:
+    """``"10m"``, ``"90s"``, ``"1.5h"``, ``"20000"``/``"20k"`` tokens, or both joined by a comma:
+    (tokens or None, minutes or None)."""
+    tokens, minutes = None, None
+    for part in (p.strip().lower() for p in str(text).split(",")):
+        try:
+            if part.endswith(("h", "m", "s")) and part[:-1]:
+                scale = {"h": 60.0, "m": 1.0, "s": 1 / 60}[part[-1]]
+                minutes = float(part[:-1]) * scale
+            elif part.endswith("k"):
+                tokens = int(float(part[:-1]) * 1000)
+            else:
+                tokens = int(part)
+        except ValueError:
+            raise ValueError(
+                f"bad budget {text!r}: use minutes (10m, 90s, 1h), tokens (20000, 20k) or both (10m,20k)"
+            ) from None
+    if (tokens is not None and tokens < 1) or (minutes is not None and not minutes > 0):
+        raise ValueError(f"bad budget {text!r}: it must be positive")
+    return tokens, minutes
+
+
+class TrainingMonitor(BaseCallback):
+    """Enforces the budget, draws the progress bar, records the reward curve, evaluates on
+    validation prompts and checkpoints, all at batch boundaries (after each update)."""
+
+    def __init__(self, run: Run):
+        super().__init__()
+        self.run = run
+        self.finished_rewards: list[float] = []  # stock path: task rewards of episodes that ended
+        self._since_checkpoint = 0.0
+        self._since_eval = 0.0
+
+    # Training time excludes evaluations and checkpoints: the clock runs only inside learn().
+    def _on_training_start(self) -> None:
+        self._mark = time.perf_counter()
+        self._iteration_s = 0.0
+
+    def _tick(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._mark = now - self._mark, now
+        self.run.train_seconds += elapsed
+        return elapsed
+
+    def _on_rollout_end(self) -> None:
+        self._pending = True  # a full batch was collected: an update follows
+
+    def _on_rollout_start(self) -> None:
+        self._batch_done()
+
+    def _batch_done(self) -> None:
+        """After an update: record the batch, then evaluate and checkpoint when due."""
+        if not getattr(self, "_pending", False):
+            return
+        self._pending = False
+        elapsed = self._tick()
+        self._iteration_s = elapsed if not self._iteration_s else 0.5 * (self._iteration_s + elapsed)
+        self.run.record_batch(self.model, self.finished_rewards)
+        self.finished_rewards = []
+        self._since_checkpoint += elapsed
+        self._since_eval += elapsed
+        config = self.run.config
+        if config.eval_every_minutes and self._since_eval >= config.eval_every_minutes * 60:
+            self.run.periodic_eval(self.model)
+            self._since_eval = 0.0
+        if self._since_checkpoint >= config.checkpoint_minutes * 60:
+            self.run.checkpoint(self.model)
+            self._since_checkpoint = 0.0
+        self._mark = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals.get("infos", ()), self.locals.get("dones", ())):
+            if done and "task_reward" in info:
+                self.finished_rewards.append(float(info["task_reward"]))
+        spent = self.run.train_seconds + time.perf_counter() - self._mark
+        self.run.progress(self.num_timesteps, spent)
+        return spent + self._iteration_s <= self.run.config.budget_minutes * 60
+
+    def _on_training_end(self) -> None:
+        self._batch_done()  # the last batch, when the token budget ended the loop
+        self._tick()
+
+
+class Run:
+    """A run directory and the state of its training."""
+
+    def __init__(self, config: TrainConfig, out: Path, console: Console):
+        self.config, self.out, self.console = config, out, console
+        self.curve: list[dict[str, float]] = []
+        self.evals: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self.start_tokens = 0
+        self._bar: Progress | None = None
+
+    def progress(self, tokens: int, seconds: float) -> None:
+        if self._bar is not None:
+            used = max(tokens / self.config.budget_tokens, seconds / (self.config.budget_minutes * 60))
+            self._bar.update(self._task, completed=min(used, 1.0) * 1000, tokens=tokens, minutes=seconds / 60)
+
+    def record_batch(self, agent: BaseAlgorithm, finished_rewards: list[float]) -> None:
+        if isinstance(agent, TextPPO):
+            reward, extra = agent.last_rollout["reward"], {"kl": agent.last_update["kl"]}
+        else:
+            reward, extra = float(np.mean(finished_rewards)) if finished_rewards else float("nan"), {}
+        point = {"tokens": agent.num_timesteps, "minutes": self.train_seconds / 60, "reward": reward, **extra}
+        self.curve.append(point)
+        kl = f"  KL {point['kl']:5.2f}" if "kl" in point else ""
+        self.console.print(
+            f"batch {len(self.curve):3d}  {point['minutes']:5.1f} min  {point['tokens']:8d} tokens  "
+            f"training reward {reward:+.3f}{kl}"
+        )
+
+    def periodic_eval(self, agent: BaseAlgorithm) -> None:
+        config = self.config
+        result = evaluate(agent, config.env, "validation", config.eval_every_prompts, seeds=[config.seed])
+        point = {
+            "tokens": agent.num_timesteps,
+            "minutes": self.train_seconds / 60,
+            "reward": result.metrics["reward"],
+        }
+        self.evals.append(point)
+        agent.logger.record("eval/reward", point["reward"])
+        self.console.print(
+            f"  validation reward {point['reward']:+.3f} ({config.eval_every_prompts} prompts)"
+        )
+
+    def state(self, agent: BaseAlgorithm) -> dict[str, Any]:
+        state = {
+            "tokens": agent.num_timesteps,
+            "train_seconds": self.train_seconds,
+            "curve": self.curve,
+            "evals": self.evals,
+        }
+        if isinstance(agent, TextPPO):  # SB3 does not save these; resuming must not replay prompts
+            state["generator"] = agent._generator.get_state().tolist()
+            state["episode_rng"] = agent._episode_rng.bit_generator.state
+        return state
+
+    def restore(self, agent: BaseAlgorithm, state: dict[str, Any]) -> None:
+        self.curve, self.evals = state["curve"], state["evals"]
+        self.train_seconds = float(state["train_seconds"])
+        if isinstance(agent, TextPPO) and "generator" in state:
+            agent._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+            agent._episode_rng.bit_generator.state = state["episode_rng"]
+
+    def checkpoint(self, agent: BaseAlgorithm) -> None:
+        save_agent(agent, self.out, self.state(agent))
+
+    def write_run(self, status: str, **extra: Any) -> None:
+        write_json(
+            self.out / RUN_FILE, {"config": dataclasses.asdict(self.config), "status": status, **extra}
+        )
+
+    def bar(self) -> Progress:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}% of budget"),
+            TextColumn("{task.fields[tokens]} tokens, {task.fields[minutes]:.1f} min"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._bar.add_task(
+            f"{self.config.algo} on {self.config.env}", total=1000, tokens=0, minutes=0.0
+        )
+        return self._bar
+
+
+def prepare_out(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+    """Check ``out`` before anything is written; the saved state when resuming."""
+    if not out.exists():
+        if resume:
+            raise CheckpointError(f"nothing to resume: {out} does not exist")
+        return None
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    if not (out / RUN_FILE).exists():
+        if any(out.iterdir()):
+            raise ValueError(f"--out {out} is not empty and holds no textgym run: choose another directory")
+        if resume:
+            raise CheckpointError(f"nothing to resume: {out} is empty")
+        return None
+    saved = read_run(out)["config"]
+    mine = dataclasses.asdict(config)
+    identity = (
+        "env",
+        "algo",
+        "model",
+        "seed",
+        "learning_rate",
+        "kl_coef",
+        "lora",
+        "batch_episodes",
+        "minibatch_episodes",
+        "n_envs",
+        "n_steps",
+        "batch_size",
+    )
+    differ = [key for key in identity if saved.get(key) != mine[key]]
+    if differ:
+        detail = ", ".join(f"{k}={saved.get(k)!r} (asked {mine[k]!r})" for k in differ)
+        raise ValueError(f"--out {out} holds another run ({detail}): choose another directory")
+    if not resume:
+        raise ValueError(
+            f"--out {out} already holds this run: pass --resume to continue it, or choose another --out"
+        )
+    if not (out / CHECKPOINT).is_file():
+        return {}  # stopped before its first checkpoint: start training again, keep the first evaluation
+    return read_json(out / STATE, "checkpoint state")
+
+
+def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
+    policy_kwargs = {"model": config.model, **({"lora": True} if config.lora else {})}
+    if config.algo == "textppo":
+        env = gym.make(config.env, model=config.model)
+        return TextPPO(
+            "LMPolicy",
+            env,
+            learning_rate=config.learning_rate,
+            batch_episodes=config.batch_episodes,
+            minibatch_episodes=config.minibatch_episodes,
+            kl_coef=config.kl_coef,
+            seed=config.seed,
+            tensorboard_log=str(tensorboard),
+            policy_kwargs=policy_kwargs,
+        )
+    venv = stock_env(config)
+    common = dict(
+        learning_rate=config.learning_rate,
+        n_steps=config.n_steps,
+        gamma=1.0,
+        gae_lambda=0.95,
+        ent_coef=config.kl_coef,
+        vf_coef=0.1,
+        max_grad_norm=1.0,
+        seed=config.seed,
+        tensorboard_log=str(tensorboard),
+        policy_kwargs=policy_kwargs,
+    )
+    if config.algo == "ppo":
+        return ALGOS["ppo"](LMActorCriticPolicy, venv, batch_size=config.batch_size, n_epochs=1, **common)
+    return ALGOS["a2c"](LMActorCriticPolicy, venv, **common)
+
+
+def stock_env(config: TrainConfig) -> Any:
+    """``n_envs`` envs wrapped to pay the KL to one shared frozen copy of the initial model."""
+    reference = load_model(config.model).requires_grad_(False)
+    return make_vec_env(
+        config.env,
+        n_envs=config.n_envs,
+        seed=config.seed,
+        env_kwargs={"model": config.model},
+        wrapper_class=KLRewardWrapper,
+        wrapper_kwargs={"coef": config.kl_coef, "model": reference},
+    )
+
+
+def train(
+    config: TrainConfig, out: str | Path, *, resume: bool = False, console: Console | None = None
+) -> dict[str, Any]:
+    """Run (or resume) one training run in ``out``; returns its summary (also in ``run.json``)."""
+    console = console or Console()
+    config.validate()
+    out = Path(out)
+    state = prepare_out(config, out, resume)
+    run = Run(config, out, console)
+    tensorboard = out / "tb"
+    agent = None
+    if state:  # load before writing anything: a corrupt checkpoint must leave the run as it was
+        console.print(
+            f"resuming from {out / CHECKPOINT}: "
+            f"{state['tokens']} tokens, {state['train_seconds'] / 60:.1f} min"
+        )
+        env = gym.make(config.env, model=config.model) if config.algo == "textppo" else stock_env(config)
+        try:
+            agent = ALGOS[config.algo].load(
+                out / CHECKPOINT, env=env, device="cpu", tensorboard_log=str(tensorboard)
+            )
+            run.restore(agent, state)
+        except Exception as err:  # SB3 raises many kinds for a damaged archive
+            raise CheckpointError(
+                f"checkpoint {out / CHECKPOINT} could not be resumed ({type(err).__name__}: {err})"
+            ) from err
+    run.write_run("running")
+    before_path = out / "eval-before.json"
+    if before_path.is_file():
+        before = read_json(before_path, "evaluation")
+    else:
+        console.print(f"evaluating the untrained model on {config.eval_prompts} test prompts ...")
+        before = evaluate(
+            config.model, config.env, "test", config.eval_prompts, seeds=[config.seed]
+        ).to_dict()
+        write_json(before_path, before)
+    if agent is None:
+        agent = build_agent(config, tensorboard)
+    run.start_tokens = agent.num_timesteps
+    remaining = config.budget_tokens - agent.num_timesteps
+    if remaining > 0 and run.train_seconds < config.budget_minutes * 60:
+        monitor = TrainingMonitor(run)
+        try:
+            with run.bar():
+                agent.learn(
+                    remaining, callback=monitor, reset_num_timesteps=not state, tb_log_name=config.algo
+                )
+        except KeyboardInterrupt:
+            run.write_run("interrupted")
+            console.print(f"interrupted: the last checkpoint in {out} is intact; --resume continues from it")
+            raise
+        run.checkpoint(agent)
+
+    console.print(f"evaluating the trained agent on {config.eval_prompts} test prompts ...")
+    after = evaluate(agent, config.env, "test", config.eval_prompts, seeds=[config.seed])
+    write_json(out / "eval-after.json", after.to_dict())
+    summary = {
+        "train_tokens": agent.num_timesteps,
+        "train_minutes": run.train_seconds / 60,
+        "tokens_per_s": agent.num_timesteps / max(run.train_seconds, 1e-9),
+        "batches": len(run.curve),
+        "before": before["metrics"],
+        "after": after.metrics,
+    }
+    run.write_run("finished", summary=summary)
+    report(config, before, after, run, console)
+    return {
+        "config": dataclasses.asdict(config),
+        "summary": summary,
+        "curve": run.curve,
+        "evals": run.evals,
+        "after": after,
+    }
+
+
+def report(
+    config: TrainConfig, before: dict[str, Any], after: Evaluation, run: Run, console: Console
+) -> None:
+    """Before/after table, sample texts (also in ``samples.md``) and the reward-curve PNG."""
+    table = Table(title=f"{config.env}: {config.algo}, {run.train_seconds / 60:.1f} min of training")
+    table.add_column("metric")
+    table.add_column("untrained", justify="right")
+    table.add_column("trained", justify="right")
+    untrained = Evaluation(
+        **{k: v for k, v in before.items() if k != "examples"}, examples=before["examples"]
+    )
+    for (name, old), (_, new) in zip(untrained.rows(), after.rows()):
+        table.add_row(name, old, new)
+    console.print(table)
+    lines = [f"# {config.env}: {config.algo} on {config.model}, seed {config.seed}", ""]
+    for old, new in list(zip(before["examples"], after.examples))[:5]:
+        console.print(f"[bold]prompt[/] {old['prompt'][-300:]!r}")
+        console.print(f"  untrained ({old['reward']:+.2f}) {old['text']!r}")
+        console.print(f"  trained   ({new['reward']:+.2f}) {new['text']!r}")
+        lines += [
+            f"**prompt** {old['prompt']!r}",
+            "",
+            f"- untrained ({old['reward']:+.3f}): {old['text']!r}",
+            f"- trained ({new['reward']:+.3f}): {new['text']!r}",
+            "",
+        ]
+    (run.out / "samples.md").write_text("\n".join(lines))
+    plot_curve(run, before["metrics"]["reward"], after.metrics["reward"], run.out / "curve.png")
+    console.print(f"run directory: {run.out} (TensorBoard: tensorboard --logdir {run.out / 'tb'})")
+
+
+def plot_curve(run: Run, before: float, after: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(
+        [p["tokens"] for p in run.curve],
+        [p["reward"] for p in run.curve],
+        marker=".",
+        label="training batches",
+    )
+    if run.evals:
+        ax.plot(
+            [p["tokens"] for p in run.evals], [p["reward"] for p in run.evals], marker="o", label="validation"
+        )
+    ax.axhline(before, color="gray", linestyle="--", label=f"untrained, test ({before:+.3f})")
+    ax.axhline(after, color="green", linestyle="--", label=f"trained, test ({after:+.3f})")
+    ax.set_xlabel("generated tokens")
+    ax.set_ylabel("task reward")
+    ax.set_title(f"{run.config.env}: {run.config.algo} ({run.config.model})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def load_summary(out: Path) -> dict[str, Any]:
+    """``run.json`` of a finished run (for the leaderboard)."""
+    run = read_run(out)
+    if run.get("status") != "finished":
+        raise CheckpointError(f"run {out} has not finished (status {run.get('status')!r})")
+    return json.loads(json.dumps(run))

@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end on the tiny model and write their records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import textgym
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_throughput_writes_every_figure(tmp_path):
+    command = [
+        sys.executable, str(BENCHMARKS / "throughput.py"), "--model", "tiny", "--batch", "4",
+        "--new-tokens", "4", "--minibatch", "2", "--repeats", "1", "--random-episodes", "1",
+        "--stock-envs", "2", "--stock-steps", "3", "--out", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert out.returncode == 0, out.stderr
+    [path] = tmp_path.glob("throughput-*.json")
+    assert path.name in out.stdout.replace("\n", "")  # rich may wrap the long path
+    record = json.loads(path.read_text())
+
+    assert record["benchmark"] == "throughput" and record["args"]["model"] == "tiny"
+    expected = {"rollout_vs_generate", "update_vs_forward_backward", "reference_vs_update_seconds"}
+    for env_id in textgym.ENVS:
+        expected |= {f"stock_cache_speedup/{env_id}", f"random_vs_stock_cached/{env_id}"}
+        assert record["random_policy"][env_id]["steps"] > 0
+        assert record["random_policy"][env_id]["steps_per_s"] > 0
+        for setting in ("cached", "recomputed"):
+            assert record["stock"][env_id][setting]["tokens"] == 2 * 3
+    assert set(record["ratios"]) == expected
+    assert all(ratio > 0 for ratio in record["ratios"].values())
+    assert record["textppo_peak_rss_gb"] > 0
+    assert record["update"]["tokens_per_s"] > 0 and record["forward_backward"]["tokens_per_s"] > 0
+    assert len(record["rollouts"]) == len(record["generates"]) == 1

@@ -1,0 +1,67 @@
+"""Each task's standard metrics, per example, in the unit papers report them in.
+
+A metric has a reward's signature, ``(prompts, completions, references) -> np.ndarray``
+(one value per example). Tasks name theirs in ``TaskDefaults.metrics``; evaluation reports
+their means with confidence intervals next to the task reward.
+
+=================  ====================================================================
+``rouge1/2/L``     ROUGE F1 (rouge-score, stemmed) against the best reference, in [0, 1]
+``bleu``           sentence BLEU (sacrebleu, exponential smoothing), in [0, 100]
+``similarity``     MiniLM cosine similarity to the closest reference, in [-1, 1]
+``vader``          VADER compound score of the text, in [-1, 1]
+``positive_rate``  1 when the VADER compound score is at least 0.05 (VADER's own threshold
+                   for positive), else 0
+=================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from textgym.rewards.base import RewardFunction
+from textgym.rewards.lexical import Rouge, bleu
+from textgym.rewards.sentiment import VaderSentiment
+from textgym.rewards.similarity import EmbeddingSimilarity
+
+POSITIVE_THRESHOLD = 0.05  # Hutto & Gilbert (2014): compound >= 0.05 is positive
+
+
+def bleu_100(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """Sentence BLEU in sacrebleu's usual [0, 100] scale."""
+    return bleu(prompts, completions, references) * np.float32(100)
+
+
+def positive_rate(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """1.0 for texts VADER calls positive (compound >= 0.05), else 0.0."""
+    compound = VaderSentiment("positive")(prompts, completions, references)
+    return (compound >= POSITIVE_THRESHOLD).astype(np.float32)
+
+
+METRICS: dict[str, Callable[[], RewardFunction]] = {
+    "rouge1": lambda: Rouge("rouge1"),
+    "rouge2": lambda: Rouge("rouge2"),
+    "rougeL": lambda: Rouge("rougeL"),
+    "bleu": lambda: bleu_100,
+    "similarity": EmbeddingSimilarity,
+    "vader": lambda: VaderSentiment("positive"),
+    "positive_rate": lambda: positive_rate,
+}
+
+
+def compute_metrics(
+    names: Sequence[str],
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    references: Sequence[Sequence[str]],
+) -> dict[str, np.ndarray]:
+    """``{name: (N,) float32}`` for each registered metric in ``names``."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}: expected names from {sorted(METRICS)}")
+    return {name: METRICS[name]()(prompts, completions, references) for name in names}
