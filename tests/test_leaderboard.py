@@ -95,3 +95,13 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert "TextGen-Sentiment-v0" in printed and "perplexity" in printed and "sample texts" in printed
     assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--env", "TextGen-Sentiment-v0"]) == 2
     assert "no checkpoint at" in capsys.readouterr().out
+
+
+def test_cli_train_without_out_never_reuses_a_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--budget", "5m,4",
+             "--batch-episodes", "2", "--eval-prompts", "2"]  # fmt: skip
+    assert main(train) == 0 and main(train) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["TextGen-Sentiment-v0-textppo-seed0-1", "TextGen-Sentiment-v0-textppo-seed0-2"]
+    assert main([*train, "--resume"]) == 2 and "--resume needs --out" in capsys.readouterr().out

@@ -108,9 +108,18 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         eval_prompts=args.eval_prompts,
         eval_every_minutes=args.eval_every,
     )
-    out = args.out or f"runs/{args.env}-{args.algo}-seed{args.seed}"
-    train(config, out, resume=args.resume, console=console)
+    if args.out is None and args.resume:
+        raise ValueError("--resume needs --out, the run directory to continue")
+    train(config, args.out or _new_run_dir(args), resume=args.resume, console=console)
     return 0
+
+
+def _new_run_dir(args: argparse.Namespace) -> Path:
+    """The first free ``runs/<env>-<algo>-seed<seed>-<n>`` (a new run never reuses a directory)."""
+    n = 1
+    while (path := Path("runs") / f"{args.env}-{args.algo}-seed{args.seed}-{n}").exists():
+        n += 1
+    return path
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
@@ -186,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training budget: minutes (10m, 90s, 1h), generated tokens (20000, 20k) or both "
         "(10m,20k); default 10m",
     )
-    train.add_argument("--out", help="run directory (default runs/<env>-<algo>-seed<seed>)")
+    train.add_argument("--out", help="run directory (default: a new runs/<env>-<algo>-seed<seed>-<n>)")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
