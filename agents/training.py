@@ -149,11 +149,14 @@ class TrainingMonitor(BaseCallback):
         self.finished_rewards: list[float] = []  # stock path: task rewards of episodes that ended
         self._since_checkpoint = 0.0
         self._since_eval = 0.0
+        self._pending = False  # a batch was collected and its update not yet recorded
 
     # Training time excludes evaluations and checkpoints: the clock runs only inside learn().
     def _on_training_start(self) -> None:
         self._mark = time.perf_counter()
         self._iteration_s = 0.0
+        self._budget_s = self.run.config.budget_minutes * 60
+        self._last_batch = False
 
     def _tick(self) -> float:
         now = time.perf_counter()
@@ -166,10 +169,15 @@ class TrainingMonitor(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._batch_done()
+        # Start a batch only if it should end within the budget (by a running average of batches).
+        self._last_batch = self._spent() + self._iteration_s > self._budget_s
+
+    def _spent(self) -> float:
+        return self.run.train_seconds + time.perf_counter() - self._mark
 
     def _batch_done(self) -> None:
         """After an update: record the batch, then evaluate and checkpoint when due."""
-        if not getattr(self, "_pending", False):
+        if not self._pending:
             return
         self._pending = False
         elapsed = self._tick()
@@ -191,9 +199,10 @@ class TrainingMonitor(BaseCallback):
         for info, done in zip(self.locals.get("infos", ()), self.locals.get("dones", ())):
             if done and "task_reward" in info:
                 self.finished_rewards.append(float(info["task_reward"]))
-        spent = self.run.train_seconds + time.perf_counter() - self._mark
+        spent = self._spent()
         self.run.progress(self.num_timesteps, spent)
-        return spent + self._iteration_s <= self.run.config.budget_minutes * 60
+        # A started batch runs to its end unless it was not to be started or the budget is spent.
+        return not self._last_batch and spent <= self._budget_s
 
     def _on_training_end(self) -> None:
         self._batch_done()  # the last batch, when the token budget ended the loop

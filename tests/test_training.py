@@ -147,3 +147,15 @@ def test_stock_algorithms_train_with_the_kl_wrapper(tmp_path, algo):
     assert result["summary"]["train_tokens"] >= 8 and len(result["curve"]) >= 1
     agent = load_agent(tmp_path / algo)
     assert type(agent).__name__ == algo.upper()
+
+
+def test_time_budget_stops_training_near_the_budget(tmp_path):
+    budget_s = 10.0
+    result = train(
+        tiny_config(budget_tokens=10**9, budget_minutes=budget_s / 60), tmp_path / "t", console=QUIET
+    )
+    minutes = [0.0] + [p["minutes"] for p in result["curve"]]
+    longest_batch = max(b - a for a, b in zip(minutes, minutes[1:]))
+    assert len(result["curve"]) >= 2
+    assert result["summary"]["train_minutes"] * 60 <= budget_s + longest_batch * 60
+    assert result["summary"]["train_tokens"] < 10**9
