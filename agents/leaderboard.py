@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import math
 import multiprocessing
-import platform
 import resource
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,17 +23,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import textgym
 from agents.evaluation import mean_ci
+from agents.provenance import git_commit, machine, versions
 from textgym.models import DEFAULT_MODEL, TINY_MODEL
 
 AGENTS = ("sample", "greedy", "ppo", "textppo")
 TRAINED = {"ppo": "ppo", "textppo": "textppo"}
-PACKAGES = ("torch", "transformers", "gymnasium", "stable-baselines3", "textgym")
 
 
 @dataclass
@@ -134,20 +130,6 @@ class RunSpec:
         return f"{self.env}-{self.agent}-s{self.seed}-{digest}"
 
 
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
-
-
 def env_spec(env_id: str) -> dict[str, Any]:
     defaults = dataclasses.asdict(textgym.ENVS[env_id].defaults) if env_id in textgym.ENVS else {}
     return {**json.loads(gym.spec(env_id).to_json()), "defaults": defaults}
@@ -209,8 +191,8 @@ def run_one(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any
         "train_tokens_per_s": used_tokens / (used_minutes * 60) if used_minutes else None,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "git_commit": git_commit(),
-        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "versions": versions(),
+        "machine": machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

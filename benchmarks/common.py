@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import json
-import platform
 import resource
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-PACKAGES = ("torch", "transformers", "gymnasium", "stable-baselines3", "textgym")
+from agents.provenance import git_commit, machine, versions
 
 
 def parse_args(cls: type, description: str) -> Any:
@@ -31,17 +27,6 @@ def parse_args(cls: type, description: str) -> Any:
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default)
     return cls(**vars(parser.parse_args()))
-
-
-def git_commit() -> str:
-    """HEAD's commit, with ``+dirty`` when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        command = ["git", "status", "--porcelain", "--untracked-files=no"]
-        status = subprocess.run(command, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 # Taken when a script starts, so a record names the code that ran even if HEAD moves meanwhile.
@@ -90,12 +75,8 @@ def write_record(name: str, args: Any, results: dict[str, Any], out: str) -> Pat
         "args": dataclasses.asdict(args),
         **results,
         "git_commit": STARTED_AT_COMMIT,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "threads": torch.get_num_threads(),
-        },
-        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "machine": machine(),
+        "versions": versions(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out_dir = Path(out)
