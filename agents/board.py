@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.leaderboard import TRAINED, LeaderboardConfig, RunSpec, pooled
+from agents.leaderboard import TRAINED, LeaderboardConfig, RunSpec, pooled, trained_tokens
 
 LABELS = {
     "sample": "untrained, sampling",
@@ -56,7 +56,7 @@ def env_table(env: str, by_agent: dict[str, list[dict[str, Any]]]) -> list[str]:
         "length",
         "KL (nats)",
         "seeds (reward per seed)",
-        "trained tokens",
+        "tokens trained on",
         "train min",
         "train tokens/s",
         "peak GB",
@@ -66,9 +66,9 @@ def env_table(env: str, by_agent: dict[str, list[dict[str, Any]]]) -> list[str]:
         reward = pooled(runs, "reward")
         nll, nll_half = pooled(runs, "nll")
         kl = pooled(runs, "kl")
-        used_tokens = np.mean([r["used"]["tokens"] for r in runs])
+        used_tokens = np.mean([trained_tokens(r) for r in runs])
         used_min = np.mean([r["used"]["minutes"] for r in runs])
-        rates = [r["train_tokens_per_s"] for r in runs if r["train_tokens_per_s"]]
+        rates = [trained_tokens(r) / (r["used"]["minutes"] * 60) for r in runs if r["used"]["minutes"]]
         cells = [
             LABELS.get(agent, agent),
             _fmt(*reward, sign=True),

@@ -269,7 +269,7 @@ def run_leaderboard(config: LeaderboardConfig, console: Console | None = None) -
             progress.console.print(
                 f"{spec.env:26s} {spec.agent:8s} seed {spec.seed}: "
                 f"reward {m['reward']:+.3f} ± {m['reward_ci95']:.3f}, "
-                f"{record['used']['tokens']} tokens trained, {record['wall_seconds'] / 60:.1f} min"
+                f"{trained_tokens(record)} tokens trained on, {record['wall_seconds'] / 60:.1f} min"
             )
             progress.advance(task)
     from agents.board import write_board
@@ -277,6 +277,12 @@ def run_leaderboard(config: LeaderboardConfig, console: Console | None = None) -
     board = write_board(config, read_records(records_path))
     console.print(f"wrote {board} and its plots")
     return board
+
+
+def trained_tokens(record: dict[str, Any]) -> int:
+    """Tokens of the batches that were trained on: the curve's last point (a batch abandoned
+    when the budget ran out counts in the SB3 timesteps, but not here)."""
+    return int(record["curve"][-1]["tokens"]) if record["curve"] else 0
 
 
 def pooled(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
