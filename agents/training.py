@@ -10,7 +10,6 @@ end past the time budget is not started. A run resumes from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -518,11 +517,3 @@ def plot_curve(run: Run, before: float, after: float, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
-
-
-def load_summary(out: Path) -> dict[str, Any]:
-    """``run.json`` of a finished run (for the leaderboard)."""
-    run = read_run(out)
-    if run.get("status") != "finished":
-        raise CheckpointError(f"run {out} has not finished (status {run.get('status')!r})")
-    return json.loads(json.dumps(run))
