@@ -216,7 +216,6 @@ class Run:
         self.curve: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
         self.train_seconds = 0.0
-        self.start_tokens = 0
         self._bar: Progress | None = None
 
     def progress(self, tokens: int, seconds: float) -> None:
@@ -339,8 +338,8 @@ def prepare_out(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] 
 
 def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
     policy_kwargs = {"model": config.model, **({"lora": True} if config.lora else {})}
+    env = training_env(config)
     if config.algo == "textppo":
-        env = gym.make(config.env, model=config.model)
         return TextPPO(
             "LMPolicy",
             env,
@@ -352,7 +351,6 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
             tensorboard_log=str(tensorboard),
             policy_kwargs=policy_kwargs,
         )
-    venv = stock_env(config)
     common = dict(
         learning_rate=config.learning_rate,
         n_steps=config.n_steps,
@@ -366,12 +364,15 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
         policy_kwargs=policy_kwargs,
     )
     if config.algo == "ppo":
-        return ALGOS["ppo"](LMActorCriticPolicy, venv, batch_size=config.batch_size, n_epochs=1, **common)
-    return ALGOS["a2c"](LMActorCriticPolicy, venv, **common)
+        return ALGOS["ppo"](LMActorCriticPolicy, env, batch_size=config.batch_size, n_epochs=1, **common)
+    return ALGOS["a2c"](LMActorCriticPolicy, env, **common)
 
 
-def stock_env(config: TrainConfig) -> Any:
-    """``n_envs`` envs wrapped to pay the KL to one shared frozen copy of the initial model."""
+def training_env(config: TrainConfig) -> Any:
+    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs wrapped to pay the KL to one shared
+    frozen copy of the initial model."""
+    if config.algo == "textppo":
+        return gym.make(config.env, model=config.model)
     reference = load_model(config.model).requires_grad_(False)
     return make_vec_env(
         config.env,
@@ -399,10 +400,9 @@ def train(
             f"resuming from {out / CHECKPOINT}: "
             f"{state['tokens']} tokens, {state['train_seconds'] / 60:.1f} min"
         )
-        env = gym.make(config.env, model=config.model) if config.algo == "textppo" else stock_env(config)
         try:
             agent = ALGOS[config.algo].load(
-                out / CHECKPOINT, env=env, device="cpu", tensorboard_log=str(tensorboard)
+                out / CHECKPOINT, env=training_env(config), device="cpu", tensorboard_log=str(tensorboard)
             )
             run.restore(agent, state)
         except Exception as err:  # SB3 raises many kinds for a damaged archive
@@ -421,7 +421,6 @@ def train(
         write_json(before_path, before)
     if agent is None:
         agent = build_agent(config, tensorboard)
-    run.start_tokens = agent.num_timesteps
     remaining = config.budget_tokens - agent.num_timesteps
     if remaining > 0 and run.train_seconds < config.budget_minutes * 60:
         monitor = TrainingMonitor(run)
