@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 
 from textgym.models import load_model, load_tokenizer
 from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+from textgym.models.packed import PackedLinears
 from textgym.models.sampling import logits_processors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,6 +68,7 @@ class LMActorCritic(nn.Module):
         separate_critic: bool = False,
         dtype: str = "float32",
         kv_cache: bool = True,
+        packed_linears: bool = True,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -112,6 +114,11 @@ class LMActorCritic(nn.Module):
         self._actor_cache = IncrementalForward(self.backbone, self.pad_id)
         self._critic_cache = None if self.critic is None else IncrementalForward(self.critic, self.pad_id)
         self._cache_version = -1
+        # Acting runs its linear layers on packed weights (CPU float32; see textgym.models.packed).
+        self.packed = PackedLinears(enabled=packed_linears)
+        self.packed.attach(self)
+        # Kept for the weights-version check of every step (walking the module tree costs 1 ms).
+        self._parameter_list = list(self.parameters())
 
     @property
     def backbone(self) -> nn.Module:
@@ -142,21 +149,19 @@ class LMActorCritic(nn.Module):
 
     def _weights_version(self) -> int:
         # Optimiser steps and load_state_dict modify parameters in place, bumping their version.
-        return sum(p._version for p in self.parameters())
+        return sum(p._version for p in self._parameter_list)
 
     def step(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) for the next token of each row, with the KV
         cache reused when the rows extend the previous call's (no gradient)."""
-        if not self.kv_cache:
-            ids, mask = left_pad(rows, self.pad_id, self.invalid.device)
-            with torch.no_grad():
-                return self.last(ids, mask)
-        version = self._weights_version()
-        if version != self._cache_version:
-            self.reset_cache()
-            self._cache_version = version
-        hidden = self._actor_cache(rows)  # (B, H)
-        with torch.no_grad():
+        with torch.no_grad(), self.packed:
+            if not self.kv_cache:
+                return self.last(*left_pad(rows, self.pad_id, self.invalid.device))
+            version = self._weights_version()
+            if version != self._cache_version:
+                self.reset_cache()
+                self._cache_version = version
+            hidden = self._actor_cache(rows)  # (B, H)
             logits = self.process(self.head(hidden))
             values = self.value(hidden if self._critic_cache is None else self._critic_cache(rows))
         return logits, values
@@ -170,9 +175,16 @@ class LMActorCritic(nn.Module):
         return self.process(self.head(hidden)), values
 
     def reset_cache(self) -> None:
+        """Forget the KV caches (the packed weights check their own versions)."""
         self._actor_cache.reset()
         if self._critic_cache is not None:
             self._critic_cache.reset()
+
+    def release(self) -> None:
+        """Free what acting keeps between steps, the KV caches and the packed weights; the next
+        step rebuilds them. For before an update, which makes both stale and needs the memory."""
+        self.reset_cache()
+        self.packed.clear()
 
     @property
     def cache_stats(self) -> dict[str, int]:

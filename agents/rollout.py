@@ -13,6 +13,7 @@ from agents.network import LMActorCritic
 from textgym.datasets import Example
 from textgym.envs.base import TextGenEnv
 from textgym.models.incremental import IncrementalForward, left_pad
+from textgym.models.sampling import sample_tokens
 
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -100,10 +101,7 @@ def generate(
     for step in range(max_new_tokens):
         raw = net.head(hidden)  # (B, V)
         logits = net.process(raw)
-        if greedy:
-            token = logits.argmax(-1)  # (B,)
-        else:
-            token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+        token = logits.argmax(-1) if greedy else sample_tokens(logits, generator)  # (B,)
         token = torch.where(active, token, net.pad_id)
         columns["token"].append(token)
         columns["active"].append(active)

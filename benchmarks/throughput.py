@@ -6,7 +6,9 @@ Measures, in one run and as ratios, with the default model in fp32 on this machi
 - env steps/s of each env with a random policy (random valid token ids through the terminal
   reward call: env overhead alone), and its ratio to the stock path's cached steps/s below;
 - stock-path stepping (``LMActorCriticPolicy.predict`` on a DummyVecEnv of each env) with vs.
-  without the KV cache;
+  without the KV cache, and on ``--env`` for other numbers of envs (``--stock-sweep``); the
+  weights are packed for oneDNN before the clock starts (the packing is timed apart: it happens
+  once per weights version, at the start and after each update);
 - TextPPO rollout collection (``collect_rollouts``: batched sampling with the KV cache, values,
   the batched reward call) vs. bare ``model.generate`` sampling of the same prompts and length;
 - the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
-from common import parse_args, peak_rss_gb, random_policy_steps, write_record
+from common import parse_args, peak_rss_gb, random_policy_steps, timed, write_record
 from rich.console import Console
 from rich.table import Table
 from stable_baselines3.common.env_util import make_vec_env
@@ -47,6 +49,7 @@ class Args:
     random_episodes: int = 10  # episodes per env with the random policy
     stock_envs: int = 8  # envs stepped together on the stock path (an SB3 DummyVecEnv)
     stock_steps: int = 24  # vectorised steps per env and setting on the stock path
+    stock_sweep: str = "1,4,16"  # other env counts for the stock comparison on --env ("": none)
     stock_only: str = ""  # comma-separated env ids for the stock comparison ("": every env)
     skip_stock: bool = False
     skip_textppo: bool = False  # only the env and stock-path figures
@@ -57,6 +60,12 @@ class Args:
         for name, value in vars(self).items():  # every int option but the seed is a count
             if type(value) is int and name != "seed" and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not all(part.isdigit() and int(part) >= 1 for part in self.stock_sweep.split(",") if part):
+            raise ValueError(f"--stock-sweep takes env counts >= 1, comma-separated: {self.stock_sweep!r}")
+
+    @property
+    def sweep(self) -> list[int]:
+        return [int(part) for part in self.stock_sweep.split(",") if part]
 
 
 def make_agent(args: Args) -> TextPPO:
@@ -120,13 +129,15 @@ def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> 
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-def stock_stepping(args: Args, env_id: str, kv_cache: bool) -> dict[str, float]:
-    """Tokens/s of ``LMActorCriticPolicy.predict`` stepping ``stock_envs`` envs together (an SB3
-    DummyVecEnv, as SB3's PPO steps them; episodes end and restart at different steps)."""
-    venv = make_vec_env(env_id, n_envs=args.stock_envs, seed=args.seed, env_kwargs={"model": args.model})
+def stock_stepping(args: Args, env_id: str, kv_cache: bool, n_envs: int) -> dict[str, float]:
+    """Tokens/s of ``LMActorCriticPolicy.predict`` stepping ``n_envs`` envs together (an SB3
+    DummyVecEnv, as SB3's PPO steps them; episodes end and restart at different steps), from
+    the envs' reset; the weights are packed first and that is timed apart."""
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=args.seed, env_kwargs={"model": args.model})
     policy = LMActorCriticPolicy(
         venv.observation_space, venv.action_space, lambda _: 1e-5, model=args.model, kv_cache=kv_cache
     )
+    packing_seconds, _ = timed(lambda: policy.net.packed.pack(policy.net))
     torch.manual_seed(args.seed)
     observation = venv.reset()
     start = time.perf_counter()
@@ -134,8 +145,23 @@ def stock_stepping(args: Args, env_id: str, kv_cache: bool) -> dict[str, float]:
         actions, _ = policy.predict(observation)
         observation, *_ = venv.step(actions)
     seconds = time.perf_counter() - start
-    tokens = args.stock_steps * args.stock_envs
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, **policy.net.cache_stats}
+    tokens = args.stock_steps * n_envs
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "packing_seconds": packing_seconds,
+        "packed_gb": policy.net.packed.packed_bytes / 1e9,
+        **policy.net.cache_stats,
+    }
+
+
+def stock_comparison(args: Args, env_id: str, n_envs: int, console: Console) -> dict[str, dict]:
+    console.print(f"stock-path stepping in {env_id} ({n_envs} envs x {args.stock_steps} steps) ...")
+    return {
+        "cached": stock_stepping(args, env_id, kv_cache=True, n_envs=n_envs),
+        "recomputed": stock_stepping(args, env_id, kv_cache=False, n_envs=n_envs),
+    }
 
 
 def memory_probe(args: Args, queue) -> None:
@@ -189,17 +215,13 @@ def main() -> None:
         random_policy[env_id] = random_policy_steps(
             gym.make(env_id, model=args.model), args.random_episodes, args.seed
         )
-    stock = {}
+    stock, sweep = {}, {}
     for env_id in () if args.skip_stock else [e for e in args.stock_only.split(",") if e] or textgym.ENVS:
-        console.print(
-            f"stock-path stepping in {env_id} ({args.stock_envs} envs x {args.stock_steps} steps) ..."
-        )
-        stock[env_id] = {
-            "cached": stock_stepping(args, env_id, kv_cache=True),
-            "recomputed": stock_stepping(args, env_id, kv_cache=False),
-        }
+        stock[env_id] = stock_comparison(args, env_id, args.stock_envs, console)
+    for n_envs in [] if args.skip_stock else args.sweep:
+        sweep[n_envs] = stock_comparison(args, args.env, n_envs, console)
     results = {} if args.skip_textppo else measure_textppo(args, console)
-    results |= {"random_policy": random_policy, "stock": stock}
+    results |= {"random_policy": random_policy, "stock": stock, "stock_sweep": {args.env: sweep}}
 
     # Rows: measurement, unit, ours, baseline, ratio, target.
     ratios: dict[str, float] = {}
@@ -212,14 +234,22 @@ def main() -> None:
             ratios[key] = row["steps_per_s"] / cached
             cells[1:] = [f"{cached:.1f}", f"{ratios[key]:.0f}x"]
         rows.append((f"env overhead: random policy vs stock cached: {env_id}", "steps/s", *cells, ""))
-    for env_id, row in stock.items():
-        key = f"stock_cache_speedup/{env_id}"
+    compared = [
+        (f"stock_cache_speedup/{env_id}", env_id, args.stock_envs, row) for env_id, row in stock.items()
+    ]
+    compared += [(f"stock_cache_speedup/{args.env}/{n}-envs", args.env, n, row) for n, row in sweep.items()]
+    for key, env_id, n_envs, row in compared:
         ratios[key] = row["cached"]["tokens_per_s"] / row["recomputed"]["tokens_per_s"]
         rows.append((
-            f"stock KV cache vs recompute ({args.stock_envs} envs): {env_id}", "tokens/s",
+            f"stock KV cache vs recompute ({n_envs} envs): {env_id}", "tokens/s",
             f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
-            f"{ratios[key]:.1f}x", ">= 5x",
+            f"{ratios[key]:.1f}x", ">= 5x" if n_envs == args.stock_envs else "",
         ))  # fmt: skip
+    if compared:
+        packing = max(row["cached"]["packing_seconds"] for *_, row in compared)
+        packed_gb = max(row["cached"]["packed_gb"] for *_, row in compared)
+        rows.append((f"packing the weights for oneDNN, once per weights version ({packed_gb:.2f} GB)",
+                     "s", f"{packing:.2f}", "", "", ""))  # fmt: skip
     if "update" in results:
         best_rollout = max(r["tokens_per_s"] for r in results["rollouts"])
         best_generate = max(g["tokens_per_s"] for g in results["generates"])

@@ -16,7 +16,7 @@ def test_throughput_writes_every_figure(tmp_path):
     command = [
         sys.executable, str(BENCHMARKS / "throughput.py"), "--model", "tiny", "--batch", "4",
         "--new-tokens", "4", "--minibatch", "2", "--repeats", "1", "--random-episodes", "1",
-        "--stock-envs", "2", "--stock-steps", "3", "--out", str(tmp_path),
+        "--stock-envs", "2", "--stock-steps", "3", "--stock-sweep", "1", "--out", str(tmp_path),
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
     assert out.returncode == 0, out.stderr
@@ -26,6 +26,8 @@ def test_throughput_writes_every_figure(tmp_path):
 
     assert record["benchmark"] == "throughput" and record["args"]["model"] == "tiny"
     expected = {"rollout_vs_generate", "update_vs_forward_backward", "reference_vs_update_seconds"}
+    expected.add("stock_cache_speedup/TextGen-Sentiment-v0/1-envs")  # --stock-sweep on --env
+    assert record["stock_sweep"]["TextGen-Sentiment-v0"]["1"]["cached"]["tokens"] == 3
     for env_id in textgym.ENVS:
         expected |= {f"stock_cache_speedup/{env_id}", f"random_vs_stock_cached/{env_id}"}
         assert record["random_policy"][env_id]["steps"] > 0

@@ -11,7 +11,7 @@ import torch
 
 import textgym
 from textgym.models import DEFAULT_MODEL, KNOWN_MODELS, load_model, load_tokenizer, loading, logits_width
-from textgym.models.sampling import LMSampler, logits_processors, run_episode
+from textgym.models.sampling import LMSampler, logits_processors, run_episode, sample_tokens
 
 
 def test_tiny_model_shapes_and_tokenizer():
@@ -211,3 +211,22 @@ def test_incremental_forward_matches_full_passes_through_resets():
         check()
     check()  # unchanged rows: the stored states
     assert forward.misses == 3 and forward.hits == 5  # 1 full pass + 2 partial restarts; 4 steps + 1 repeat
+
+
+def test_sample_tokens_draws_from_the_softmax_and_never_from_masked_ids():
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    logits = probs.log().repeat(10_000, 1)  # (20000, 5); log 0 = -inf
+    tokens = sample_tokens(logits, torch.Generator().manual_seed(0)).view(10_000, 2)
+    counts = torch.stack([torch.bincount(tokens[:, row], minlength=5) for row in range(2)]).float()
+    assert counts[0, 1] == 0 and counts[0, 4] == 0 and torch.equal(counts[1], torch.tensor([0, 0, 0, 0, 1e4]))
+    # Within 4.5 standard deviations of each expected count (binomial, n = 10,000).
+    expected = probs[0] * 1e4
+    assert ((counts[0] - expected).abs() <= 4.5 * (expected * (1 - probs[0])).sqrt() + 1e-6).all()
+    again = sample_tokens(logits, torch.Generator().manual_seed(0)).view(10_000, 2)
+    assert torch.equal(tokens, again)
+
+
+def test_sample_tokens_caps_a_rounded_up_uniform_at_the_last_possible_id(monkeypatch):
+    logits = torch.tensor([[0.0, 1.0, float("-inf"), float("-inf")]])
+    monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.ones(shape, dtype=torch.float64))
+    assert sample_tokens(logits).tolist() == [1]

@@ -196,9 +196,9 @@ def test_non_text_env_is_refused():
 
 def test_lora_trains_only_adapters_and_value_head():
     pytest.importorskip("peft")
-    env = make()
+    env = make(reward=text_length)  # a reward that differs between episodes, so every update has a signal
     lora = {**TINY, "lora": True}
-    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=lora)
+    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=lora, seed=0)
     net = model.policy.net
     trainable = {name for name, p in model.policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or "value_head" in name for name in trainable)
@@ -259,3 +259,19 @@ def test_vectorised_envs_keep_the_cache_through_restarts():
             full = model.policy.net.last(*observation_batch(obs))[0]
         torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
         observations, *_ = venv.step(np.array([200 + step, 300 + step, 400 + step]))
+
+
+def test_acting_samples_tokens_and_training_frees_the_packed_weights():
+    env = make()
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    obs = as_batch(policy, env.reset(seed=0)[0])
+    torch.manual_seed(0)
+    actions = [int(policy.predict(env.reset(seed=0)[0])[0]) for _ in range(64)]
+    assert len(set(actions)) > 1  # sampled, not the mode
+    assert all(env.unwrapped.action_masks()[a] for a in actions)
+    with torch.no_grad():
+        greedy = int(policy.net.step(observation_rows(obs))[0].argmax())
+        assert int(policy.get_distribution(obs).mode()) == greedy
+    assert policy.net.packed.packed_bytes > 0 or not policy.net.packed.enabled
+    policy.set_training_mode(True)  # as PPO.train() does before its update
+    assert policy.net.packed.packed_bytes == 0

@@ -35,6 +35,24 @@ def logits_processors(temperature: float = 1.0, top_k: int = 0, top_p: float = 1
     return processors
 
 
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of (B, V) logits, drawn from softmax(logits): (B,) int64.
+
+    Inverse-CDF sampling: one uniform number per row against the row's cumulative probabilities
+    (summed in float64, so every token keeps its probability to within 1e-15). It draws from
+    the same distribution as ``torch.multinomial``, which on the CPU draws an exponential
+    number for every entry of the vocabulary: 8 ms for 8 rows of 49,152 here, against 0.3 ms.
+    Ids of probability 0 (logit -inf) are never drawn.
+    """
+    cumulative = torch.softmax(logits.float(), dim=-1).cumsum(-1, dtype=torch.float64)  # (B, V)
+    total = cumulative[:, -1:].contiguous()  # (B, 1), 1 up to rounding
+    uniform = torch.rand(total.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    # The first id whose cumulative probability exceeds u * total; rounding can push u * total up
+    # to total itself, so cap at the first id that reaches the total (the last of non-zero probability).
+    token = torch.searchsorted(cumulative, uniform * total, right=True)
+    return torch.minimum(token, torch.searchsorted(cumulative, total)).squeeze(-1)
+
+
 class LMSampler:
     """Picks the next token for an env observation from a causal LM.
 
@@ -85,8 +103,7 @@ class LMSampler:
         logits = self.next_token_logits(observation)
         if self.greedy:
             return int(logits.argmax(-1))
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return int(sample_tokens(logits, self.generator))
 
 
 def run_episode(

@@ -1,0 +1,151 @@
+"""Faster linear layers for CPU inference: oneDNN matrix products on pre-packed weights.
+
+PyTorch runs ``F.linear`` on the CPU through MKL's sgemm, which re-reads each weight in its
+plain layout on every call. A decoding step multiplies only a few rows (one per sequence) by
+every weight of the model, so its cost is reading the weights; oneDNN with the weights
+reordered once into its blocked layout reads them about twice as fast on this machine's
+AVX-512 CPU, and also runs wide products faster.
+
+:class:`PackedLinears` attaches to a model's ``nn.Linear`` layers (forward hooks, PyTorch's
+public extension point; no model code is modified). Inside ``with packed:`` and without
+autograd, each float32 CPU layer call runs ``torch.ops.mkldnn._linear_pointwise`` (the op
+PyTorch's own compiler emits for frozen linear layers) on a packed copy of the weight, made on
+first use and remade when the weight changes (an optimiser step or ``load_state_dict`` bumps
+its version). Anything else (gradients, other dtypes or devices, a PyTorch without oneDNN, any
+call outside the block) runs ``F.linear`` as usual. The hooks switch a ``TorchFunctionMode`` on
+for the duration of one layer's call only, so the model's other operations do not pay for
+the mode's dispatch (7 ms of a 50 ms decoding step here).
+
+The packed copies cost as much memory as the weights they pack; :meth:`PackedLinears.clear`
+frees them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def available() -> bool:
+    """True where this PyTorch can run packed oneDNN linear products."""
+    return bool(
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+class PackedLinears:
+    """Runs the attached ``nn.Linear`` layers on packed weights inside ``with packed:`` (no grad).
+
+    One instance keeps the packed copies between blocks, so a policy that steps once per call
+    packs its weights once; each copy is checked against its weight's storage and version on
+    every use. With ``enabled=False`` (or without oneDNN) nothing is attached or changed.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and available()
+        # id(weight) -> (weak reference to the weight, its data_ptr and version when packed, packed copy)
+        self._packed: dict[int, tuple[weakref.ref, int, int, torch.Tensor]] = {}
+        self._active = 0  # depth of the open ``with`` blocks
+        self._mode = _PackedLinearMode(self)
+        self._pushed: list[bool] = []  # per layer call in progress: whether it switched the mode on
+
+    def attach(self, module: torch.nn.Module) -> None:
+        """Hook every ``nn.Linear`` of ``module`` (call once per module)."""
+        if not self.enabled:
+            return
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_pre_hook(self._before)
+                layer.register_forward_hook(self._after, always_call=True)
+
+    def __enter__(self) -> PackedLinears:
+        self._active += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._active -= 1
+
+    def _before(self, layer: torch.nn.Module, args: Any) -> None:
+        push = self._active > 0 and not torch.is_grad_enabled()
+        if push:
+            self._mode.__enter__()
+        self._pushed.append(push)
+
+    def _after(self, layer: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._pushed.pop():  # also after an exception (always_call)
+            self._mode.__exit__(None, None, None)
+
+    def clear(self) -> None:
+        """Drop every packed copy (their memory is freed; the next use packs again)."""
+        self._packed.clear()
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(entry[3].numel() * entry[3].element_size() for entry in self._packed.values())
+
+    def pack(self, module: torch.nn.Module) -> None:
+        """Pack the weights of every float32 CPU ``nn.Linear`` in ``module`` now rather than on
+        first use (the first step would otherwise pay for it)."""
+        if not self.enabled:
+            return
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Linear) and _packable_weight(layer.weight, layer.bias):
+                self.packed(layer.weight)
+
+    def packed(self, weight: torch.Tensor) -> torch.Tensor:
+        """The packed copy of a (out, in) weight, made or remade as needed."""
+        entry = self._packed.get(id(weight))
+        if (
+            entry is not None
+            and entry[0]() is weight
+            and entry[1] == weight.data_ptr()
+            and entry[2] == weight._version
+        ):
+            return entry[3]
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+        self._packed[id(weight)] = (weakref.ref(weight), weight.data_ptr(), weight._version, packed)
+        return packed
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``F.linear(x, weight, bias)``, on the packed weight where it applies."""
+        if _packable(x, weight, bias):
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed(weight), bias, "none", [], "")
+        return F.linear(x, weight, bias)
+
+
+class _PackedLinearMode(TorchFunctionMode):
+    """Sends ``F.linear`` calls to :meth:`PackedLinears.linear` while it is on."""
+
+    def __init__(self, packed: PackedLinears):
+        super().__init__()
+        self.packed = packed
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.linear:
+            return self.packed.linear(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def _plain_cpu_float32(t: torch.Tensor) -> bool:
+    plain = type(t) in (torch.Tensor, torch.nn.Parameter)  # not a subclass (quantised, sharded...)
+    return plain and t.device.type == "cpu" and t.dtype == torch.float32
+
+
+def _packable_weight(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    return _plain_cpu_float32(weight) and weight.dim() == 2 and (bias is None or _plain_cpu_float32(bias))
+
+
+def _packable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    return (
+        _plain_cpu_float32(x)
+        and x.dim() >= 2
+        and x.numel() > 0
+        and _packable_weight(weight, bias)
+        and x.shape[-1] == weight.shape[1]
+    )
