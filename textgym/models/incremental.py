@@ -40,7 +40,9 @@ def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def hidden_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, **kwargs: Any):
-    """The backbone's output for a left-padded batch: ``last_hidden_state`` is (B, T, H)."""
+    """The backbone's output for a left-padded batch: ``last_hidden_state`` is (B, T, H).
+    No KV cache is built unless ``use_cache=True`` is passed."""
+    kwargs.setdefault("use_cache", False)
     return backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **kwargs)
 
 
