@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,3 +104,19 @@ def test_a_whole_model_matches_and_clear_frees_the_copies():
     assert packed.packed_bytes == 0
     packed.pack(model)
     assert packed.packed_bytes == sum(w.numel() * 4 for w in weights.values())
+
+
+def test_copies_and_pickles_carry_the_hooks_but_not_the_packed_weights():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 16)
+    packed = attached(layer)
+    x = torch.randn(4, 32)
+    with torch.no_grad(), packed:
+        expected = layer(x)
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        [hook] = clone._forward_hooks.values()
+        clone_packed = hook.__self__
+        assert clone_packed is not packed and clone_packed.packed_bytes == 0
+        with torch.no_grad(), clone_packed:
+            torch.testing.assert_close(clone(x), expected)
+        assert clone_packed.packed_bytes == 16 * 32 * 4  # the copy packs its own weight

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import gymnasium as gym
@@ -275,3 +276,12 @@ def test_acting_samples_tokens_and_training_frees_the_packed_weights():
     assert policy.net.packed.packed_bytes > 0 or not policy.net.packed.enabled
     policy.set_training_mode(True)  # as PPO.train() does before its update
     assert policy.net.packed.packed_bytes == 0
+
+
+def test_a_policy_that_acted_can_be_copied_and_pickled():
+    env = make()
+    policy = PPO(LMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY).policy
+    observation = env.reset(seed=0)[0]
+    greedy = policy.predict(observation, deterministic=True)[0]
+    for clone in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
+        assert clone.predict(observation, deterministic=True)[0] == greedy

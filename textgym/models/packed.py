@@ -55,6 +55,11 @@ class PackedLinears:
         self._mode = _PackedLinearMode(self)
         self._pushed: list[bool] = []  # per layer call in progress: whether it switched the mode on
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles of a model (deepcopy, pickle) carry the hooks but not the packed
+        # weights: oneDNN's packed tensors have no storage to copy, and they are rebuilt on use.
+        return {**self.__dict__, "_packed": {}, "_pushed": []}
+
     def attach(self, module: torch.nn.Module) -> None:
         """Hook every ``nn.Linear`` of ``module`` (call once per module)."""
         if not self.enabled:
