@@ -53,7 +53,9 @@ class LMActorCritic(nn.Module):
     decode are applied by :meth:`process`, the one place both rollouts and updates go through.
     With ``separate_critic`` the value comes from a second copy of the LM trunk. With ``lora``
     only the adapters (and the value head) train, and the reference policy is the same model
-    with its adapters disabled.
+    with its adapters disabled. With ``packed_linears`` (the default), acting (:meth:`step`)
+    runs the linear layers on oneDNN-packed weights where it can (CPU float32, see
+    :mod:`textgym.models.packed`); updates never do.
     """
 
     def __init__(

@@ -3,8 +3,9 @@
 PyTorch runs ``F.linear`` on the CPU through MKL's sgemm, which re-reads each weight in its
 plain layout on every call. A decoding step multiplies only a few rows (one per sequence) by
 every weight of the model, so its cost is reading the weights; oneDNN with the weights
-reordered once into its blocked layout reads them about twice as fast on this machine's
-AVX-512 CPU, and also runs wide products faster.
+reordered once into its blocked layout runs a decoding step's products in less than half the
+time on this machine's AVX-512 CPU (profiled: about 30 ms against 69 ms for SmolLM2-135M with
+8 rows), and wide products (192 rows) about 1.3x faster.
 
 :class:`PackedLinears` attaches to a model's ``nn.Linear`` layers (forward hooks, PyTorch's
 public extension point; no model code is modified). Inside ``with packed:`` and without

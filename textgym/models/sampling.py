@@ -39,7 +39,7 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None = None
     """One token id per row of (B, V) logits, drawn from softmax(logits): (B,) int64.
 
     Inverse-CDF sampling: one uniform number per row against the row's cumulative probabilities
-    (summed in float64, so every token keeps its probability to within 1e-15). It draws from
+    (summed in float64, which moves no token's probability by more than about 1e-11). It draws from
     the same distribution as ``torch.multinomial``, which on the CPU draws an exponential
     number for every entry of the vocabulary: 8 ms for 8 rows of 49,152 here, against 0.3 ms.
     Ids of probability 0 (logit -inf) are never drawn.
