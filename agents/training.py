@@ -41,8 +41,8 @@ from agents.checkpoints import (
 from agents.evaluation import Evaluation, evaluate
 from agents.policies import LMActorCriticPolicy
 from agents.ppo import TextPPO
-from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
-from textgym.wrappers import KLRewardWrapper
+from textgym.models import DEFAULT_MODEL, load_tokenizer
+from textgym.wrappers import VecKLRewardWrapper
 
 
 @dataclass
@@ -369,19 +369,14 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
 
 
 def training_env(config: TrainConfig) -> Any:
-    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs wrapped to pay the KL to one shared
-    frozen copy of the initial model."""
+    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs that pay the KL to a frozen copy of
+    the initial model, scored for all envs in one batched step."""
     if config.algo == "textppo":
         return gym.make(config.env, model=config.model)
-    reference = load_model(config.model).requires_grad_(False)
-    return make_vec_env(
-        config.env,
-        n_envs=config.n_envs,
-        seed=config.seed,
-        env_kwargs={"model": config.model},
-        wrapper_class=KLRewardWrapper,
-        wrapper_kwargs={"coef": config.kl_coef, "model": reference},
+    venv = make_vec_env(
+        config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs={"model": config.model}
     )
+    return VecKLRewardWrapper(venv, coef=config.kl_coef, model=config.model)
 
 
 def train(

@@ -10,6 +10,8 @@ Measures, in one run and as ratios, with the default model in fp32 on this machi
   numbers of envs (``--stock-sweep``); the weights are packed for oneDNN before the clock starts
   (the packing is timed apart: it happens once per weights version, at the start and after
   each update);
+- stock-path stepping with the KL reward on ``--env``: one batched reference step for all envs
+  (``VecKLRewardWrapper``) vs. one per env (``KLRewardWrapper`` on each env);
 - TextPPO rollout collection (``collect_rollouts``: batched sampling with the KV cache, values,
   the batched reward call) vs. bare ``model.generate`` sampling of the same prompts and length;
 - the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
@@ -35,8 +37,9 @@ from stable_baselines3.common.env_util import make_vec_env
 import textgym
 from agents import LMActorCriticPolicy, TextPPO
 from agents.rollout import TokenBatch
-from textgym.models import DEFAULT_MODEL
+from textgym.models import DEFAULT_MODEL, load_model
 from textgym.models.incremental import left_pad, position_ids
+from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
 
 
 @dataclass
@@ -130,11 +133,24 @@ def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> 
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-def stock_stepping(args: Args, env_id: str, kv_cache: bool, n_envs: int) -> dict[str, float]:
+def stock_stepping(
+    args: Args, env_id: str, kv_cache: bool, n_envs: int, kl: str | None = None
+) -> dict[str, float]:
     """Tokens/s of ``LMActorCriticPolicy.predict`` stepping ``n_envs`` envs together (an SB3
     DummyVecEnv, as SB3's PPO steps them; episodes end and restart at different steps), from
-    the envs' reset; the weights are packed first and that is timed apart."""
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=args.seed, env_kwargs={"model": args.model})
+    the envs' reset; the weights are packed first and that is timed apart. ``kl``: the envs
+    pay the KL reward, through one ``KLRewardWrapper`` per env sharing one reference model
+    (``"per-env"``) or through one ``VecKLRewardWrapper`` (``"batched"``)."""
+    env_kwargs = {"model": args.model}
+    if kl == "per-env":
+        reference = load_model(args.model).requires_grad_(False)
+        wrapper = {"wrapper_class": KLRewardWrapper, "wrapper_kwargs": {"model": reference}}
+        venv = make_vec_env(env_id, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs, **wrapper)
+    else:
+        venv = make_vec_env(env_id, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs)
+        if kl == "batched":
+            venv = VecKLRewardWrapper(venv, model=args.model)
+            venv.scorer.packed.pack(venv.scorer.model)
     policy = LMActorCriticPolicy(
         venv.observation_space, venv.action_space, lambda _: 1e-5, model=args.model, kv_cache=kv_cache
     )
@@ -157,17 +173,21 @@ def stock_stepping(args: Args, env_id: str, kv_cache: bool, n_envs: int) -> dict
     }
 
 
-def stock_comparison(args: Args, env_id: str, n_envs: int, console: Console) -> dict[str, dict]:
-    """Cached and recomputed stepping, alternated ``repeats`` times; the best run of each (the
-    least disturbed by the rest of the machine) is the figure, every run is in ``runs``."""
-    runs: dict[str, list[dict[str, float]]] = {"cached": [], "recomputed": []}
+def stock_comparison(
+    args: Args, env_id: str, n_envs: int, console: Console, kl: bool = False
+) -> dict[str, dict]:
+    """Cached and recomputed stepping (``kl``: cached stepping with the batched and the per-env
+    KL reward), alternated ``repeats`` times; the best run of each (the least disturbed by the
+    rest of the machine) is the figure, every run is in ``runs``."""
+    settings = {"batched": True, "per-env": True} if kl else {"cached": True, "recomputed": False}
+    runs: dict[str, list[dict[str, float]]] = {setting: [] for setting in settings}
     for repeat in range(args.repeats):
         console.print(
-            f"stock-path stepping in {env_id} ({n_envs} envs x {args.stock_steps} steps), "
-            f"repeat {repeat + 1}/{args.repeats} ..."
+            f"stock-path stepping{' with the KL reward' if kl else ''} in {env_id} ({n_envs} envs x "
+            f"{args.stock_steps} steps), repeat {repeat + 1}/{args.repeats} ..."
         )
-        for setting in runs:
-            runs[setting].append(stock_stepping(args, env_id, setting == "cached", n_envs))
+        for setting, kv_cache in settings.items():
+            runs[setting].append(stock_stepping(args, env_id, kv_cache, n_envs, setting if kl else None))
     best = {setting: max(rows, key=lambda row: row["tokens_per_s"]) for setting, rows in runs.items()}
     return {**best, "runs": runs}
 
@@ -223,13 +243,20 @@ def main() -> None:
         random_policy[env_id] = random_policy_steps(
             gym.make(env_id, model=args.model), args.random_episodes, args.seed
         )
-    stock, sweep = {}, {}
-    for env_id in () if args.skip_stock else [e for e in args.stock_only.split(",") if e] or textgym.ENVS:
-        stock[env_id] = stock_comparison(args, env_id, args.stock_envs, console)
-    for n_envs in [] if args.skip_stock else args.sweep:
-        sweep[n_envs] = stock_comparison(args, args.env, n_envs, console)
+    stock, sweep, kl = {}, {}, {}
+    if not args.skip_stock:
+        for env_id in [e for e in args.stock_only.split(",") if e] or textgym.ENVS:
+            stock[env_id] = stock_comparison(args, env_id, args.stock_envs, console)
+        for n_envs in args.sweep:
+            sweep[n_envs] = stock_comparison(args, args.env, n_envs, console)
+        kl[args.env] = stock_comparison(args, args.env, args.stock_envs, console, kl=True)
     results = {} if args.skip_textppo else measure_textppo(args, console)
-    results |= {"random_policy": random_policy, "stock": stock, "stock_sweep": {args.env: sweep}}
+    results |= {
+        "random_policy": random_policy,
+        "stock": stock,
+        "stock_sweep": {args.env: sweep},
+        "stock_kl": kl,
+    }
 
     # Rows: measurement, unit, ours, baseline, ratio, target.
     ratios: dict[str, float] = {}
@@ -252,6 +279,14 @@ def main() -> None:
             f"stock KV cache vs recompute ({n_envs} envs): {env_id}", "tokens/s",
             f"{row['cached']['tokens_per_s']:.1f}", f"{row['recomputed']['tokens_per_s']:.1f}",
             f"{ratios[key]:.1f}x", ">= 5x" if n_envs == args.stock_envs else "",
+        ))  # fmt: skip
+    for env_id, row in kl.items():
+        key = f"kl_batched_vs_per_env/{env_id}"
+        ratios[key] = row["batched"]["tokens_per_s"] / row["per-env"]["tokens_per_s"]
+        rows.append((
+            f"stock path with the KL reward ({args.stock_envs} envs): VecKLRewardWrapper vs. "
+            f"KLRewardWrapper per env: {env_id}", "tokens/s", f"{row['batched']['tokens_per_s']:.1f}",
+            f"{row['per-env']['tokens_per_s']:.1f}", f"{ratios[key]:.1f}x", "",
         ))  # fmt: skip
     if compared:
         packing = max(row["cached"]["packing_seconds"] for *_, row in compared)

@@ -27,6 +27,7 @@ def test_throughput_writes_every_figure(tmp_path):
     assert record["benchmark"] == "throughput" and record["args"]["model"] == "tiny"
     expected = {"rollout_vs_generate", "update_vs_forward_backward", "reference_vs_update_seconds"}
     expected.add("stock_cache_speedup/TextGen-Sentiment-v0/1-envs")  # --stock-sweep on --env
+    expected.add("kl_batched_vs_per_env/TextGen-Sentiment-v0")
     assert record["stock_sweep"]["TextGen-Sentiment-v0"]["1"]["cached"]["tokens"] == 3
     for env_id in textgym.ENVS:
         expected |= {f"stock_cache_speedup/{env_id}", f"random_vs_stock_cached/{env_id}"}

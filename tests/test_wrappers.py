@@ -1,15 +1,18 @@
-"""KLRewardWrapper: the reference-model log-prob term for stock-path KL regularisation."""
+"""KLRewardWrapper and VecKLRewardWrapper: the reference-model log-prob term for stock-path KL
+regularisation."""
 
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
 
 from agents import LMActorCriticPolicy
 from textgym.models import load_model
-from textgym.wrappers import KLRewardWrapper
+from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
 
 
 def make(**kwargs):
@@ -73,3 +76,50 @@ def test_step_before_reset_and_non_text_envs_are_refused():
         KLRewardWrapper(make()).step(1)
     with pytest.raises(TypeError, match="needs a textgym env"):
         KLRewardWrapper(gym.make("CartPole-v1"))
+
+
+def make_vec(n_envs: int = 3, **kwargs):
+    env_kwargs = {"model": "tiny", "max_new_tokens": 5}
+    return make_vec_env("TextGen-Sentiment-v0", n_envs=n_envs, seed=0, env_kwargs=env_kwargs, **kwargs)
+
+
+def test_vectorised_wrapper_pays_what_each_env_wrapper_pays_through_restarts():
+    shared = load_model("tiny")
+    per_env = make_vec(wrapper_class=KLRewardWrapper, wrapper_kwargs={"coef": 0.5, "model": shared})
+    batched = VecKLRewardWrapper(make_vec(), coef=0.5)
+    np.testing.assert_array_equal(per_env.reset()["input_ids"], batched.reset()["input_ids"])
+    rng = np.random.default_rng(0)
+    restarts = 0
+    for step in range(12):
+        actions = rng.integers(100, 1000, size=3)
+        if step == 3:
+            actions[1] = 2  # EOS of the tiny model's tokenizer: that env alone starts over
+        _, expected, expected_dones, expected_infos = per_env.step(actions)
+        _, rewards, dones, infos = batched.step(actions)
+        np.testing.assert_array_equal(dones, expected_dones)
+        np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-5)
+        for info, expected_info in zip(infos, expected_infos):
+            assert info["task_reward"] == expected_info["task_reward"]
+            assert info["reference_log_prob"] == pytest.approx(expected_info["reference_log_prob"], abs=1e-4)
+        restarts += int(dones.any() and not dones.all())
+    assert restarts > 0  # some envs restarted while others went on
+    assert batched.scorer.forward.hits > batched.scorer.forward.misses  # one batched cache, reused
+
+
+def test_ppo_trains_through_the_vectorised_wrapper():
+    env = VecKLRewardWrapper(make_vec(2), coef=0.05)
+    model = PPO(LMActorCriticPolicy, env, n_steps=5, batch_size=5, n_epochs=1, ent_coef=0.05,
+                policy_kwargs={"model": "tiny"})  # fmt: skip
+    model.learn(10)
+    assert model.num_timesteps == 10
+
+
+def test_vectorised_wrapper_refuses_other_envs_and_steps_before_reset():
+    with pytest.raises(TypeError, match="VecEnv of textgym envs"):
+        VecKLRewardWrapper(make_vec_env("CartPole-v1", n_envs=2))
+    with pytest.raises(TypeError, match="needs an SB3 VecEnv"):
+        VecKLRewardWrapper(make())
+    with pytest.raises(ValueError, match="coef must be a number >= 0"):
+        VecKLRewardWrapper(make_vec(2), coef=-1)
+    with pytest.raises(RuntimeError, match="before reset"):
+        VecKLRewardWrapper(make_vec(2)).step(np.array([5, 6]))

@@ -1,5 +1,5 @@
 """Gymnasium wrappers for textgym envs."""
 
-from textgym.wrappers.kl import KLRewardWrapper
+from textgym.wrappers.kl import KLRewardWrapper, VecKLRewardWrapper
 
-__all__ = ["KLRewardWrapper"]
+__all__ = ["KLRewardWrapper", "VecKLRewardWrapper"]
