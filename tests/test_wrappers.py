@@ -12,6 +12,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from agents import LMActorCriticPolicy
 from textgym.models import load_model
+from textgym.models.packed import available as packed_linears_available
 from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
 
 
@@ -104,6 +105,9 @@ def test_vectorised_wrapper_pays_what_each_env_wrapper_pays_through_restarts():
         restarts += int(dones.any() and not dones.all())
     assert restarts > 0  # some envs restarted while others went on
     assert batched.scorer.forward.hits > batched.scorer.forward.misses  # one batched cache, reused
+    # The shared reference is packed once; the per-env wrappers leave the model they were given alone.
+    assert batched.scorer.packed.packed_bytes > 0 or not packed_linears_available()
+    assert per_env.envs[0].get_wrapper_attr("scorer").packed.packed_bytes == 0
 
 
 def test_ppo_trains_through_the_vectorised_wrapper():

@@ -25,8 +25,9 @@ class ReferenceScorer:
     """``log p_ref(action | context)`` for a batch of token contexts that grow one token per call
     (the KV cache is reused; rows that start over are recomputed and merged).
 
-    A reference loaded here by name runs its linear layers on packed weights (it is frozen, so
-    they are packed once); a model passed in is used as it is.
+    With ``pack``, a reference loaded here by name runs its linear layers on packed weights (it
+    is frozen, so they are packed once, a second copy of its weights); a model passed in is
+    used as it is.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class ReferenceScorer:
         pad_id: int,
         temperature: float,
         min_log_prob: float,
+        pack: bool = False,
     ):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -44,7 +46,7 @@ class ReferenceScorer:
             raise ValueError(f"min_log_prob must be < 0, got {min_log_prob!r}")
         self.temperature = float(temperature)
         self.min_log_prob = float(min_log_prob)
-        self.packed = PackedLinears(enabled=isinstance(model, str))
+        self.packed = PackedLinears(enabled=pack and isinstance(model, str))
         if isinstance(model, str):
             model = load_model(model)
         elif not isinstance(model, PreTrainedModel):
@@ -189,6 +191,7 @@ class VecKLRewardWrapper(VecEnvWrapper):
             int(tokenizer.pad_token_id),
             temperature,
             min_log_prob,
+            pack=True,  # one reference for all envs: its packed copy is paid once
         )
         self._contexts: list[np.ndarray] | None = None
         self._actions: np.ndarray | None = None
