@@ -23,9 +23,10 @@ from textgym.models.incremental import trim_padding
 from textgym.models.sampling import sample_tokens
 
 try:  # sb3-contrib is optional: only MaskablePPO needs it
+    from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
     from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 except ImportError:  # pragma: no cover - exercised only without sb3-contrib
-    MaskableActorCriticPolicy = None
+    MaskableActorCriticPolicy = MaskableCategoricalDistribution = None
 
 # Arguments of SB3's ActorCriticPolicy that keep their meaning with an LM as the network.
 PASSED_THROUGH = ("optimizer_class", "optimizer_kwargs", "normalize_images")
@@ -80,6 +81,19 @@ class TokenDistribution(CategoricalDistribution):
 
     def mode(self) -> torch.Tensor:
         return torch.argmax(self.distribution.logits, dim=1)
+
+
+if MaskableCategoricalDistribution is not None:
+
+    class MaskableTokenDistribution(MaskableCategoricalDistribution):
+        """sb3-contrib's masked categorical distribution, sampled by :func:`sample_tokens` like
+        :class:`TokenDistribution` (masked ids carry a logit of -1e8: probability exactly 0)."""
+
+        def sample(self) -> torch.Tensor:
+            return sample_tokens(self.distribution.logits)
+
+        def mode(self) -> torch.Tensor:
+            return torch.argmax(self.distribution.logits, dim=1)
 
 
 def set_training_mode(policy: ActorCriticPolicy, mode: bool) -> None:
@@ -161,8 +175,12 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.net = LMActorCritic(action_dim=int(self.action_space.n), **self.lm_kwargs)
-        if isinstance(self.action_dist, CategoricalDistribution):  # (MaskablePPO keeps its own)
+        if isinstance(self.action_dist, CategoricalDistribution):
             self.action_dist = TokenDistribution(int(self.action_space.n))
+        elif MaskableCategoricalDistribution is not None and isinstance(
+            self.action_dist, MaskableCategoricalDistribution
+        ):
+            self.action_dist = MaskableTokenDistribution(int(self.action_space.n))
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
 

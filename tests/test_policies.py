@@ -285,3 +285,32 @@ def test_a_policy_that_acted_can_be_copied_and_pickled():
     greedy = policy.predict(observation, deterministic=True)[0]
     for clone in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
         assert clone.predict(observation, deterministic=True)[0] == greedy
+
+
+def test_maskable_policy_samples_only_unmasked_tokens_in_proportion():
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from agents import MaskableLMActorCriticPolicy
+    from agents.policies import MaskableTokenDistribution
+
+    env = make()
+    model = sb3_contrib.MaskablePPO(
+        MaskableLMActorCriticPolicy, env, n_steps=6, batch_size=6, policy_kwargs=TINY
+    )
+    policy = model.policy
+    assert isinstance(policy.action_dist, MaskableTokenDistribution)
+    observation = env.reset(seed=0)[0]
+    allowed = [5, 17, 42]
+    masks = np.zeros(env.action_space.n, dtype=bool)
+    masks[allowed] = True
+    rows = 4000
+    batch = {key: value.repeat(rows, 1) for key, value in as_batch(policy, observation).items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        distribution = policy.get_distribution(batch, np.tile(masks, (rows, 1)))
+        actions = distribution.sample()
+        probs = distribution.distribution.probs[0, allowed].double()
+        assert int(distribution.mode()[0]) == allowed[int(probs.argmax())]
+    assert set(actions.tolist()) <= set(allowed)
+    counts = torch.tensor([(actions == a).sum() for a in allowed], dtype=torch.float64)
+    sd = (rows * probs * (1 - probs)).sqrt()
+    assert bool(((counts - rows * probs).abs() <= 4.5 * sd + 1).all()), (counts, rows * probs)
