@@ -89,11 +89,8 @@ if MaskableCategoricalDistribution is not None:
         """sb3-contrib's masked categorical distribution, sampled by :func:`sample_tokens` like
         :class:`TokenDistribution` (masked ids carry a logit of -1e8: probability exactly 0)."""
 
-        def sample(self) -> torch.Tensor:
-            return sample_tokens(self.distribution.logits)
-
-        def mode(self) -> torch.Tensor:
-            return torch.argmax(self.distribution.logits, dim=1)
+        sample = TokenDistribution.sample
+        mode = TokenDistribution.mode
 
 
 def set_training_mode(policy: ActorCriticPolicy, mode: bool) -> None:
