@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
@@ -19,7 +18,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from agents.network import LMActorCritic
 from textgym.models import DEFAULT_MODEL
-from textgym.models.incremental import trim_padding
+from textgym.models.incremental import observation_rows, trim_padding
 from textgym.models.sampling import sample_tokens
 
 try:  # sb3-contrib is optional: only MaskablePPO needs it
@@ -106,13 +105,6 @@ def observation_batch(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
     """SB3's observation tensors (float in rollout buffers) -> int64 (B, T) ids and mask,
     without the columns that are padding in every row."""
     return trim_padding(obs["input_ids"].long(), obs["attention_mask"].long())
-
-
-def observation_rows(obs: dict[str, torch.Tensor]) -> list[np.ndarray]:
-    """The real tokens of each observation row."""
-    ids = obs["input_ids"].long().cpu().numpy()
-    mask = obs["attention_mask"].cpu().numpy() > 0
-    return [row[keep] for row, keep in zip(ids, mask)]
 
 
 def logits_and_values(net: LMActorCritic, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

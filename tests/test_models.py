@@ -230,3 +230,28 @@ def test_sample_tokens_caps_a_rounded_up_uniform_at_the_last_possible_id(monkeyp
     logits = torch.tensor([[0.0, 1.0, float("-inf"), float("-inf")]])
     monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.ones(shape, dtype=torch.float64))
     assert sample_tokens(logits).tolist() == [1]
+
+
+def test_observation_rows_invert_left_padding_for_env_arrays_and_sb3_tensors():
+    from textgym.models.incremental import left_pad, observation_rows, observation_tokens
+
+    rows = [[5, 6, 7], [9], [1, 2, 3, 4]]
+    ids, mask = left_pad(rows, pad_id=0)
+    arrays = {"input_ids": ids.numpy(), "attention_mask": mask.numpy().astype(np.int8)}
+    floats = {"input_ids": ids.float(), "attention_mask": mask.float()}  # SB3's rollout buffers
+    for observations in (arrays, floats):
+        got = observation_rows(observations)
+        assert [row.tolist() for row in got] == rows
+        assert all(row.dtype == np.int64 for row in got)
+    one = {"input_ids": arrays["input_ids"][1], "attention_mask": arrays["attention_mask"][1]}
+    assert observation_tokens(one).tolist() == [9]
+
+    env = gym.make("TextGen-Sentiment-v0", model="tiny")
+    observation, _ = env.reset(seed=0)
+    observation, *_ = env.step(int(env.unwrapped.tokenizer.encode("a")[0]))
+    tokens = observation_tokens(observation)
+    assert len(tokens) == int(observation["attention_mask"].sum())
+    assert tokens[-1] == env.unwrapped.tokenizer.encode("a")[0]
+
+    with pytest.raises(ValueError, match="one shape"):
+        observation_rows({**arrays, "attention_mask": arrays["attention_mask"][:, 1:]})

@@ -13,8 +13,9 @@ from stable_baselines3 import A2C, PPO
 
 import textgym
 from agents import LMActorCriticPolicy
-from agents.policies import observation_batch, observation_rows
+from agents.policies import observation_batch
 from textgym.models import load_model, load_tokenizer
+from textgym.models.incremental import observation_rows
 
 TINY = {"model": "tiny"}
 SHORT = {"model": "tiny", "max_new_tokens": 6}

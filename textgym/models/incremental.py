@@ -32,6 +32,30 @@ def left_pad(rows: list[np.ndarray] | list[list[int]], pad_id: int, device: torc
     return ids.to(device), mask.to(device)
 
 
+def observation_rows(observations: dict[str, Any]) -> list[np.ndarray]:
+    """The real tokens (int64, padding dropped) of each row of a batch of env observations: a
+    VecEnv's arrays or SB3's observation tensors (float in rollout buffers). The inverse of
+    :func:`left_pad` (:func:`observation_tokens` for one observation)."""
+    ids = np.asarray(_numpy(observations["input_ids"]), dtype=np.int64)
+    mask = _numpy(observations["attention_mask"]) > 0
+    if ids.ndim != 2 or ids.shape != mask.shape:
+        raise ValueError(
+            f"observations need (B, T) 'input_ids' and 'attention_mask' of one shape, got "
+            f"{ids.shape} and {mask.shape}"
+        )
+    return [row[keep] for row, keep in zip(ids, mask)]
+
+
+def observation_tokens(observation: dict[str, Any]) -> np.ndarray:
+    """The real tokens (int64) of one env observation."""
+    rows = {key: _numpy(observation[key])[None] for key in ("input_ids", "attention_mask")}
+    return observation_rows(rows)[0]
+
+
+def _numpy(values: Any) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
 def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the leading columns that are padding in every row (observations are padded to L)."""
     used = mask.bool().any(0).nonzero()

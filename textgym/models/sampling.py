@@ -14,7 +14,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from textgym.models.incremental import IncrementalForward
+from textgym.models.incremental import IncrementalForward, observation_tokens
 
 
 def logits_processors(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> LogitsProcessorList:
@@ -92,7 +92,7 @@ class LMSampler:
     @torch.inference_mode()
     def next_token_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
         """(1, V) processed logits for the observation's next token."""
-        tokens = observation["input_ids"][observation["attention_mask"].astype(bool)]  # (T,)
+        tokens = observation_tokens(observation)  # (T,)
         hidden = self.forward([tokens])  # (1, H)
         logits = self.model.get_output_embeddings()(hidden).float()  # (1, V)
         logits = logits.masked_fill(self.invalid[: logits.shape[-1]], float("-inf"))

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from textgym.envs.base import TextGenEnv
 from textgym.models import load_model
-from textgym.models.incremental import IncrementalForward
+from textgym.models.incremental import IncrementalForward, observation_rows, observation_tokens
 from textgym.models.packed import PackedLinears
 
 
@@ -74,11 +74,6 @@ class ReferenceScorer:
         chosen = torch.as_tensor(np.asarray(actions, dtype=np.int64).reshape(-1, 1))
         log_probs = torch.log_softmax(logits, -1).gather(-1, chosen).squeeze(-1)
         return np.maximum(log_probs.double().numpy(), self.min_log_prob)
-
-
-def context_tokens(observation: dict[str, np.ndarray]) -> np.ndarray:
-    """The real tokens of one observation."""
-    return observation["input_ids"][observation["attention_mask"].astype(bool)]
 
 
 def _check_coef(coef: float) -> float:
@@ -141,7 +136,7 @@ class KLRewardWrapper(gym.Wrapper):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
-        self._context = context_tokens(observation)
+        self._context = observation_tokens(observation)
         return observation, info
 
     def reference_log_prob(self, action: int) -> float:
@@ -153,7 +148,7 @@ class KLRewardWrapper(gym.Wrapper):
             raise RuntimeError("step() called before reset(): call env.reset() first")
         observation, reward, terminated, truncated, info = self.env.step(action)  # validates action
         log_prob = self.reference_log_prob(action)
-        self._context = context_tokens(observation)
+        self._context = observation_tokens(observation)
         info = {**info, "reference_log_prob": log_prob, "task_reward": float(reward)}
         return observation, float(reward) + self.coef * log_prob, terminated, truncated, info
 
@@ -196,14 +191,9 @@ class VecKLRewardWrapper(VecEnvWrapper):
         self._contexts: list[np.ndarray] | None = None
         self._actions: np.ndarray | None = None
 
-    @staticmethod
-    def _rows(observations: dict[str, np.ndarray]) -> list[np.ndarray]:
-        masks = observations["attention_mask"].astype(bool)
-        return [ids[mask] for ids, mask in zip(observations["input_ids"], masks)]
-
     def reset(self) -> Any:
         observations = self.venv.reset()
-        self._contexts = self._rows(observations)
+        self._contexts = observation_rows(observations)
         return observations
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -215,7 +205,7 @@ class VecKLRewardWrapper(VecEnvWrapper):
     def step_wait(self) -> Any:
         observations, rewards, dones, infos = self.venv.step_wait()  # the envs validate the actions
         log_probs = self.scorer.log_probs(self._contexts, self._actions)  # (N,)
-        self._contexts = self._rows(observations)  # a finished env's row is its new prompt
+        self._contexts = observation_rows(observations)  # a finished env's row is its new prompt
         for info, reward, log_prob in zip(infos, rewards, log_probs):
             info["reference_log_prob"] = float(log_prob)
             info["task_reward"] = float(reward)
