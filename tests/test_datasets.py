@@ -332,7 +332,7 @@ def test_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ([{"prompt": "   ", "reference": "r"}], r"data\.jsonl:1: needs a non-empty 'prompt'"),
         ([{"prompt": 5, "reference": "r"}], r"data\.jsonl:1: needs a non-empty 'prompt'"),
         ([{"prompt": "p"}], r"data\.jsonl:1: needs a 'reference' or 'references' column.*\['prompt'\]"),
-        ([{"prompt": "p", "reference": ""}], r"data\.jsonl:1: needs a 'reference' or 'references'"),
+        ([{"prompt": "p", "reference": ""}], r"data\.jsonl:1: the 'reference' column is empty"),
         ([{"prompt": "p", "references": [1, 2]}], r"must be a non-empty list of non-empty strings"),
         ([{"prompt": "p", "reference": 3}], r"'references' must be a non-empty list of non-empty strings"),
         ([{"prompt": "p", "reference": "r", "split": "dev"}], r"data\.jsonl:1: unknown split 'dev'"),
@@ -357,7 +357,7 @@ def test_jsonl_bad_json(tmp_path: Path) -> None:
     ("header", "rows", "message"),
     [
         (["prompt", "reference"], [["p", "r"], ["", "r"]], r"data\.csv:3: needs a non-empty 'prompt'"),
-        (["prompt", "reference"], [["p", ""]], r"data\.csv:2: needs a 'reference' or 'references'"),
+        (["prompt", "reference"], [["p", ""]], r"data\.csv:2: the 'reference' column is empty"),
         (["question", "reference"], [["p", "r"]], r"needs a non-empty 'prompt'.*\['question', 'reference'\]"),
         (["prompt", "reference", "split"], [["p", "r", "eval"]], r"data\.csv:2: unknown split 'eval'"),
         (
@@ -487,3 +487,45 @@ def test_hub_datasets_map_columns_through_a_stand_in_library(monkeypatch: pytest
         ValueError, match=r"has no column\(s\) \['prompt', 'reference'\]; columns: \['text', 'label'\]"
     ):
         load_dataset("hf:imdb", "train")
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Spreadsheet programs write UTF-8 CSV with a BOM; it used to become part of 'prompt'."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes("prompt,reference,split\nhi there,hello,train\n".encode("utf-8-sig"))
+    (example,) = file_examples(path, "train")
+    assert example.prompt == "hi there" and example.references == ("hello",)
+
+
+def test_jsonl_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes('{"prompt": "hi", "reference": "hello", "split": "test"}\n'.encode("utf-8-sig"))
+    assert file_examples(path, "test")[0].prompt == "hi"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_file_that_is_not_utf8_names_the_file_and_line(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"latin1{suffix}"
+    good = "prompt,reference\nhi,hello\n" if suffix == ".csv" else '{"prompt": "hi", "reference": "hello"}\n'
+    bad = "caf\xe9,ol\xe9\n" if suffix == ".csv" else '{"prompt": "caf\xe9", "reference": "x"}\n'
+    path.write_bytes((good + bad).encode("latin-1"))
+    line = 3 if suffix == ".csv" else 2  # the CSV header is line 1
+    with pytest.raises(ValueError, match=rf"{path.name}:{line}: not UTF-8 text .*save the file as UTF-8"):
+        file_examples(path, "train")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_empty_reference_is_called_empty_not_missing(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"empty{suffix}"
+    text = "prompt,reference\nhi,\n" if suffix == ".csv" else '{"prompt": "hi", "reference": ""}\n'
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r":2: the 'reference' column is empty" if suffix == ".csv" else
+                       r":1: the 'reference' column is empty"):  # fmt: skip
+        file_examples(path, "train")
+
+
+@pytest.mark.parametrize("falsy", [0, "0", False])
+def test_falsy_ids_are_kept(tmp_path: Path, falsy: object) -> None:
+    path = tmp_path / "ids.jsonl"
+    path.write_text(json.dumps({"id": falsy, "prompt": "hi", "reference": "hello", "split": "train"}) + "\n")
+    assert file_examples(path, "train")[0].id == str(falsy)

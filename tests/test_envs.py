@@ -320,6 +320,13 @@ def test_bad_reset_options_raise(options, match):
         env.reset(options=options)
 
 
+@pytest.mark.parametrize("options", [[1], "x", 3, ("index", 1)])
+def test_reset_options_that_are_not_a_dict_are_one_error_naming_options(options):
+    env = make("TextGen-Sentiment-v0")
+    with pytest.raises(TypeError, match=r"options must be a dict such as \{'index': 3\} or None"):
+        env.reset(options=options)
+
+
 def test_reward_function_with_wrong_output_raises():
     env = make("TextGen-Sentiment-v0", reward=lambda p, c, r: np.zeros(2), max_new_tokens=1)
     env.reset(seed=0)

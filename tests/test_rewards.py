@@ -353,6 +353,32 @@ def test_misbehaving_term_is_named(fn, message: str) -> None:
         score(fn, *BATCH)
 
 
+def returns_strings(prompts, completions, references):
+    return ["0.5"] * len(completions)
+
+
+def returns_dicts(prompts, completions, references):
+    return [{"reward": 1.0}] * len(completions)
+
+
+def returns_objects(prompts, completions, references):
+    return [object()] * len(completions)
+
+
+def returns_ragged(prompts, completions, references):
+    return [[1.0], [1.0, 2.0]] + [[0.0]] * (len(completions) - 2)
+
+
+@pytest.mark.parametrize("fn", [returns_strings, returns_dicts, returns_objects, returns_ragged])
+def test_non_numeric_reward_output_is_one_error_naming_the_function(fn) -> None:
+    """Numeric strings ("0.5") were silently accepted; dicts and objects raised numpy's own error."""
+    message = rf"reward function '{fn.__name__}' returned .*: expected a sequence of numbers"
+    with pytest.raises(TypeError, match=message):
+        score(fn, *BATCH)
+    with pytest.raises(TypeError, match=message):
+        combine({fn: 1.0, "degeneracy": 1.0})(*BATCH)
+
+
 def test_term_output_is_converted_to_float32() -> None:
     total, components = score(combine({returns_list: 0.5}), *BATCH)
     assert components["returns_list"].dtype == np.float32

@@ -8,6 +8,7 @@ rows are assigned by a stable hash of their id (or prompt), 80/10/10.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ def _example(row: dict[str, Any], where: str) -> tuple[str, Example]:
             references = [references]
     elif row.get("reference") not in (None, ""):
         references = [row["reference"]]
+    elif "reference" in row or "references" in row:
+        column = "references" if "references" in row else "reference"
+        raise ValueError(f"{where}: the {column!r} column is empty; every row needs a reference text")
     else:
         raise ValueError(f"{where}: needs a 'reference' or 'references' column; columns found: {sorted(row)}")
     if (
@@ -39,29 +43,42 @@ def _example(row: dict[str, Any], where: str) -> tuple[str, Example]:
         raise ValueError(
             f"{where}: 'references' must be a non-empty list of non-empty strings, got {references!r}"
         )
-    example_id = str(row.get("id") or prompt)
+    example_id = prompt if row.get("id") in (None, "") else str(row["id"])  # keep falsy ids such as 0
     split = row.get("split") or split_of(example_id)
     if split not in SPLITS:
         raise ValueError(f"{where}: unknown split {split!r}, expected one of {list(SPLITS)}")
     return split, Example(example_id, prompt, tuple(references))
 
 
+def _text(path: Path) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark spreadsheet programs write."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    text = _text(path)
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [(f"{path}:{n + 2}", row) for n, row in enumerate(csv.DictReader(handle))]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [(f"{path}:{n + 2}", row) for n, row in enumerate(reader)]
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
-            rows.append((f"{path}:{n}", row))
+    # Not splitlines(): a JSON string may hold U+2028, which splitlines() would break on.
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
+        rows.append((f"{path}:{n}", row))
     return rows
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +181,11 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Draw an example (or take ``options={"index": i}``) and return its prompt."""
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(
+                "options must be a dict such as {'index': 3} or None, "
+                f"got {type(options).__name__} {options!r}"
+            )
         options = dict(options or {})
         index = options.pop("index", None)
         if options:

@@ -37,8 +37,21 @@ def reward_name(fn: RewardFunction) -> str:
 
 
 def check_output(fn: RewardFunction, values: object, batch_size: int) -> np.ndarray:
-    """The reward values as a (B,) float32 array; a clear error if the function misbehaved."""
-    array = np.asarray(values, dtype=np.float32)
+    """The reward values as a (B,) float32 array; a clear error if the function misbehaved.
+
+    Only numbers are accepted: numpy would turn the string "0.5" into 0.5 without a word."""
+    try:
+        raw = np.asarray(values)
+    except ValueError:  # ragged nested sequences
+        raw = np.asarray(values, dtype=object)
+    if raw.dtype.kind not in "biuf":
+        shown = repr(values)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise TypeError(
+            f"reward function {reward_name(fn)!r} returned {type(values).__name__} {shown}: "
+            "expected a sequence of numbers (one float per completion)"
+        )
+    array = raw.astype(np.float32)
     if array.shape != (batch_size,):
         raise ValueError(
             f"reward function {reward_name(fn)!r} returned shape {array.shape}, expected ({batch_size},)"
