@@ -2,29 +2,37 @@
 
 - :class:`LMActorCriticPolicy` (and :class:`MaskableLMActorCriticPolicy` for sb3-contrib's
   MaskablePPO): the stock path, any SB3 on-policy algorithm on a textgym env.
-- :class:`TextPPO`: the fast path, sequence-level PPO with batched generation and a KL penalty.
+- :class:`LMPolicyConfig`: the LM policies' ``policy_kwargs`` (model, sampling knobs, LoRA, ...).
+- :class:`TextPPO`: the fast path, sequence-level PPO with batched generation and a KL penalty,
+  and its :class:`TokenRolloutBuffer` of whole episodes.
 - :func:`evaluate`: a policy or checkpoint on fixed prompts (reward, task metrics, fluency,
-  diversity, KL); :func:`train`: one budgeted, checkpointed run (``textgym train``).
+  diversity, KL); :func:`train`: one budgeted, checkpointed run (``textgym train``);
+  :func:`export_model`: a trained policy as a transformers model directory (``textgym export``).
 """
 
-from agents.evaluation import Evaluation, evaluate
-from agents.network import LMActorCritic
-from agents.policies import LMActorCriticPolicy
-from agents.ppo import TextPPO
-from agents.training import TrainConfig, train
+from .buffers import TokenRolloutBuffer
+from .evaluation import Evaluation, evaluate
+from .export import export_model
+from .network import LMActorCritic, LMPolicyConfig
+from .policies import LMActorCriticPolicy
+from .ppo import TextPPO
+from .training import TrainConfig, train
 
 __all__ = [
     "Evaluation",
     "LMActorCritic",
     "LMActorCriticPolicy",
+    "LMPolicyConfig",
     "TextPPO",
+    "TokenRolloutBuffer",
     "TrainConfig",
     "evaluate",
+    "export_model",
     "train",
 ]
 
 try:
-    from agents.policies import MaskableLMActorCriticPolicy  # noqa: F401
+    from .policies import MaskableLMActorCriticPolicy  # noqa: F401
 
     __all__.append("MaskableLMActorCriticPolicy")
 except ImportError:  # sb3-contrib not installed

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.leaderboard import TRAINED, LeaderboardConfig, RunSpec, pooled, trained_tokens
+from .records import TRAINED, LeaderboardConfig, RunSpec, pooled, trained_tokens
 
 LABELS = {
     "sample": "untrained, sampling",
@@ -24,13 +24,13 @@ LABELS = {
 def select(
     records: list[dict[str, Any]], config: LeaderboardConfig
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """This configuration's records, ``{env: {agent: [the latest per seed]}}``."""
+    """This configuration's records, ``{env: {agent: [the latest per seed]}}`` (a record
+    written before the hyperparameter registry counts under its earlier key)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record["env"] in config.env_ids() and record["key"] == RunSpec(
-            record["env"], record["agent"], record["seed"]
-        ).key(config):
-            latest[record["key"]] = record
+        spec = RunSpec(record["env"], record["agent"], record["seed"])
+        if record["env"] in config.env_ids() and record["key"] in spec.keys(config):
+            latest[f"{spec.env}-{spec.agent}-s{spec.seed}"] = record
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for record in latest.values():
         out.setdefault(record["env"], {}).setdefault(record["agent"], []).append(record)
@@ -154,15 +154,18 @@ def _save(fig: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_board(config: LeaderboardConfig, records: list[dict[str, Any]]) -> Path:
-    """Regenerate the markdown board and its plots from ``records`` (this configuration only)."""
+def write_board(
+    config: LeaderboardConfig, records: list[dict[str, Any]], command: str = "textgym leaderboard"
+) -> Path:
+    """Regenerate the markdown board and its plots from ``records`` (this configuration only);
+    ``command`` is how the board says to reproduce it."""
     board = Path(config.board)
     folder = board.parent / "leaderboard"
     chosen = select(records, config)
     commits = sorted(
         {r["git_commit"][:12] for envs in chosen.values() for runs in envs.values() for r in runs}
     )
-    reproduce = "textgym leaderboard --quick" if config.quick else "python benchmarks/leaderboard.py"
+    reproduce = f"{command} --quick" if config.quick else command
     lines = [
         "# textgym leaderboard",
         "",

@@ -23,7 +23,7 @@ from typing import Any
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.ppo import TextPPO
+from .ppo import TextPPO
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"textppo": TextPPO, "ppo": PPO, "a2c": A2C}
 RUN_FILE = "run.json"

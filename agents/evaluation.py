@@ -16,14 +16,15 @@ from rich.table import Table
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import textgym
-from agents.checkpoints import is_run_dir, load_agent
-from agents.network import LMActorCritic
-from agents.policies import LMActorCriticPolicy
-from agents.rollout import play, token_log_probs
 from textgym.envs.base import TextGenEnv
 from textgym.models import logits_width
 from textgym.rewards.lexical import distinct_n, repetition_rate
 from textgym.rewards.metrics import compute_metrics
+
+from .checkpoints import is_run_dir, load_agent
+from .network import LMActorCritic
+from .policies import LMActorCriticPolicy
+from .rollout import play, token_log_probs
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import LogitsProcessorList, PreTrainedModel
 
-from textgym.models import load_model, load_tokenizer
+from textgym.compat import weights_version, wrap_with_lora
+from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
 from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
 from textgym.models.packed import PackedLinears
 from textgym.models.sampling import logits_processors
@@ -41,6 +44,67 @@ def _peft() -> Any:
     return peft
 
 
+@dataclass(frozen=True)
+class LMPolicyConfig:
+    """What an LM policy's network is: the one list of the LM policies' ``policy_kwargs``.
+
+    :class:`LMActorCriticPolicy`, :class:`MaskableLMActorCriticPolicy` and :class:`LMActorCritic`
+    take these fields (as plain keyword values, so that ``policy_kwargs`` stay picklable) and
+    build one config; its fields are validated here, where they enter.
+
+    :param model: model name or path (the env's; ``smollm2-135m-instruct`` by default).
+    :param temperature: divides the logits of the sampling distribution (> 0).
+    :param top_k: keep only the k most likely tokens (0: off).
+    :param top_p: keep the smallest set of tokens whose probability reaches p (1: off).
+        The three knobs are applied alike when acting and in the loss, so the PPO ratio compares
+        the distribution that acted.
+    :param lora: None/False (off), True (peft defaults: r=8 on q_proj/v_proj) or a dict of
+        ``peft.LoraConfig`` arguments: only the adapters and the value head train, and the
+        reference policy is the model with its adapters disabled.
+    :param separate_critic: the value from a second copy of the LM trunk (False: a head on the
+        actor's last hidden state).
+    :param dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+    :param kv_cache: reuse the KV cache while stepping (False: recompute the context every step).
+    :param packed_linears: act with the linear layers on oneDNN-packed weights where possible
+        (CPU float32, see :mod:`textgym.models.packed`); updates never do.
+    """
+
+    model: str = DEFAULT_MODEL
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    lora: bool | dict[str, Any] | None = None
+    separate_critic: bool = False
+    dtype: str = "float32"
+    kv_cache: bool = True
+    packed_linears: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str):
+            raise TypeError(
+                f"policy_kwargs['model'] must be a model name or path (a string, so that policy_kwargs "
+                f"stay picklable), got {type(self.model).__name__}"
+            )
+        self.logits_processors()  # validates temperature, top_k and top_p
+        lora_config(self.lora)
+        if not isinstance(self.separate_critic, bool):
+            raise TypeError(f"separate_critic must be True or False, got {self.separate_critic!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as plain keyword values (what a saved policy stores)."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.field_names()}
+
+    def logits_processors(self) -> LogitsProcessorList:
+        """The transformers warpers for temperature, top-k and top-p (empty for the defaults)."""
+        return logits_processors(self.temperature, self.top_k, self.top_p)
+
+
 def generated_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
     """(B, T-start, H) hidden states of the positions that predict tokens ``start..T-1``."""
     return hidden_states(backbone, ids, mask).last_hidden_state[:, start - 1 : -1]
@@ -56,36 +120,31 @@ class LMActorCritic(nn.Module):
     with its adapters disabled. With ``packed_linears`` (the default), acting (:meth:`step`)
     runs the linear layers on oneDNN-packed weights where it can (CPU float32, see
     :mod:`textgym.models.packed`); updates never do.
+
+    :param config: an :class:`LMPolicyConfig`, or a model name with the other fields as
+        ``options``: ``LMActorCritic("tiny", V, temperature=0.7)`` is short for
+        ``LMActorCritic(LMPolicyConfig("tiny", temperature=0.7), V)``.
+    :param action_dim: the env's number of actions, which must be the model's logits width.
     """
 
-    def __init__(
-        self,
-        model: str,
-        action_dim: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        lora: bool | dict[str, Any] | None = None,
-        separate_critic: bool = False,
-        dtype: str = "float32",
-        kv_cache: bool = True,
-        packed_linears: bool = True,
-    ):
+    def __init__(self, config: LMPolicyConfig | str, action_dim: int, **options: Any):
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if not isinstance(separate_critic, bool):
-            raise TypeError(f"separate_critic must be True or False, got {separate_critic!r}")
-        self.model_name = model
-        self.dtype_name = dtype
-        self.kv_cache = bool(kv_cache)
-        self.processors = logits_processors(temperature, top_k, top_p)
-        self.temperature = temperature
-        self.lora = lora_config(lora)
+        if isinstance(config, str):
+            config = LMPolicyConfig(model=config, **options)
+        elif not isinstance(config, LMPolicyConfig):
+            raise TypeError(f"config must be an LMPolicyConfig or a model name, got {config!r}")
+        elif options:
+            raise TypeError(f"give either an LMPolicyConfig or keyword options, not both: {sorted(options)}")
+        self.config = config
+        self.model_name = model = config.model
+        self.dtype_name = config.dtype
+        self.kv_cache = bool(config.kv_cache)
+        self.processors = config.logits_processors()
+        self.temperature = config.temperature
+        self.lora = lora_config(config.lora)
 
         self.tokenizer = load_tokenizer(model)
-        lm: PreTrainedModel = load_model(model, dtype=DTYPES[dtype])
+        lm: PreTrainedModel = load_model(model, dtype=DTYPES[config.dtype])
         width = lm.get_output_embeddings().out_features
         if width != action_dim:
             raise ValueError(
@@ -99,10 +158,10 @@ class LMActorCritic(nn.Module):
         if self.lora is not None:
             peft = _peft()
             try:
-                config = peft.LoraConfig(task_type="CAUSAL_LM", **self.lora)
+                adapters = peft.LoraConfig(task_type="CAUSAL_LM", **self.lora)
             except TypeError as err:
                 raise TypeError(f"bad lora arguments {self.lora}: {err}") from err
-            self.lm = peft.get_peft_model(lm, config)
+            self.lm = wrap_with_lora(peft, lm, adapters)
             self.causal = self.lm.get_base_model()  # the same modules, adapters injected
         else:
             self.lm = lm
@@ -111,13 +170,13 @@ class LMActorCritic(nn.Module):
         self.value_head = nn.Linear(hidden, 1, dtype=torch.float32)
         nn.init.zeros_(self.value_head.weight)  # values start at 0; nothing pretrained is touched
         nn.init.zeros_(self.value_head.bias)
-        self.critic = copy.deepcopy(self.causal.get_decoder()) if separate_critic else None
+        self.critic = copy.deepcopy(self.causal.get_decoder()) if config.separate_critic else None
         self._reference: PreTrainedModel | None = None
         self._actor_cache = IncrementalForward(self.backbone, self.pad_id)
         self._critic_cache = None if self.critic is None else IncrementalForward(self.critic, self.pad_id)
         self._cache_version = -1
         # Acting runs its linear layers on packed weights (CPU float32; see textgym.models.packed).
-        self.packed = PackedLinears(enabled=packed_linears)
+        self.packed = PackedLinears(enabled=config.packed_linears)
         self.packed.attach(self)
         # Kept for the weights-version check of every step (walking the module tree costs 1 ms).
         self._parameter_list = list(self.parameters())
@@ -149,9 +208,9 @@ class LMActorCritic(nn.Module):
 
     # -- acting: last position, cached ----------------------------------------------------------
 
-    def _weights_version(self) -> int:
+    def _weights_version(self) -> object:
         # Optimiser steps and load_state_dict modify parameters in place, bumping their version.
-        return sum(p._version for p in self._parameter_list)
+        return weights_version(self._parameter_list)
 
     def step(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) for the next token of each row, with the KV

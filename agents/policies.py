@@ -3,7 +3,7 @@
 ``PPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny"})`` and ``A2C`` use
 :class:`LMActorCriticPolicy`; ``sb3_contrib.MaskablePPO`` needs its policy to subclass
 ``MaskableActorCriticPolicy`` and uses :class:`MaskableLMActorCriticPolicy`. Both delegate every
-computation to one :class:`agents.network.LMActorCritic`.
+computation to one :class:`textgym.agents.network.LMActorCritic`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Dist
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 
-from agents.network import LMActorCritic
-from textgym.models import DEFAULT_MODEL
 from textgym.models.incremental import observation_rows, trim_padding
 from textgym.models.sampling import sample_tokens
+
+from .network import LMActorCritic, LMPolicyConfig
 
 try:  # sb3-contrib is optional: only MaskablePPO needs it
     from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
@@ -31,15 +31,12 @@ except ImportError:  # pragma: no cover - exercised only without sb3-contrib
 PASSED_THROUGH = ("optimizer_class", "optimizer_kwargs", "normalize_images")
 
 
-def _lm_arguments(
-    observation_space: spaces.Space,
-    action_space: spaces.Space,
-    model: str,
-    ortho_init: bool,
-    sb3_kwargs: dict[str, Any],
-    **lm_kwargs: Any,
-) -> dict[str, Any]:
-    """Check the spaces and policy_kwargs a textgym env and user give; returns the network's kwargs."""
+def lm_policy_config(
+    observation_space: spaces.Space, action_space: spaces.Space, ortho_init: bool, kwargs: dict[str, Any]
+) -> LMPolicyConfig:
+    """Check the spaces and policy_kwargs a textgym env and user give: the network's config,
+    built from the :class:`LMPolicyConfig` fields it takes out of ``kwargs``, which keeps SB3's
+    own arguments (``PASSED_THROUGH``)."""
     if not isinstance(action_space, spaces.Discrete):
         raise TypeError(f"an LM policy needs a Discrete action space (token ids), got {action_space}")
     if not (
@@ -50,25 +47,21 @@ def _lm_arguments(
             "an LM policy needs a Dict observation space with 'input_ids' and 'attention_mask' "
             f"(a textgym env), got {observation_space}"
         )
-    if not isinstance(model, str):
-        raise TypeError(
-            f"policy_kwargs['model'] must be a model name or path (a string, so that policy_kwargs "
-            f"stay picklable), got {type(model).__name__}"
-        )
+    fields = LMPolicyConfig.field_names()
+    config = LMPolicyConfig(**{name: kwargs.pop(name) for name in fields if name in kwargs})
     if ortho_init:
         raise ValueError(
             "ortho_init=True would re-initialise the pretrained LM: LM policies need ortho_init=False"
         )
-    if sb3_kwargs.get("optimizer_class", torch.optim.Adam) is torch.optim.Adam and not sb3_kwargs.get(
+    if kwargs.get("optimizer_class", torch.optim.Adam) is torch.optim.Adam and not kwargs.get(
         "optimizer_kwargs"
     ):
         # SB3's Adam eps, and the fused kernel: one pass over 135M parameters instead of many.
-        sb3_kwargs["optimizer_kwargs"] = {"eps": 1e-5, "fused": True}
-    unknown = sorted(set(sb3_kwargs) - set(PASSED_THROUGH))
+        kwargs["optimizer_kwargs"] = {"eps": 1e-5, "fused": True}
+    unknown = sorted(set(kwargs) - set(PASSED_THROUGH))
     if unknown:
-        accepted = ["model", *lm_kwargs, *PASSED_THROUGH]
-        raise TypeError(f"unknown LM policy argument(s) {unknown}; accepted: {accepted}")
-    return {"model": model, **lm_kwargs}
+        raise TypeError(f"unknown LM policy argument(s) {unknown}; accepted: {[*fields, *PASSED_THROUGH]}")
+    return config
 
 
 class TokenDistribution(CategoricalDistribution):
@@ -122,16 +115,14 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     Action logits are the LM's at the last position; the value is a linear head on the last
     hidden state (shared trunk) or on a second trunk (``separate_critic=True``).
 
-    policy_kwargs:
-        model: model name or path (the env's, ``smollm2-135m-instruct`` by default).
-        temperature, top_k, top_p: the sampling distribution, used alike for acting and in
-            ``evaluate_actions`` (so the PPO ratio compares the distribution that acted).
-        lora: None, True (peft defaults: r=8 on q_proj/v_proj) or a dict of ``peft.LoraConfig``
-            arguments: only the adapters and the value head train.
-        separate_critic: a second LM trunk for the value.
-        dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
-        kv_cache: reuse the KV cache while stepping (False: recompute the context every step).
-        optimizer_class, optimizer_kwargs: as in SB3.
+    :param observation_space, action_space, lr_schedule: as in SB3 (a textgym env's spaces).
+    :param ortho_init: must stay False: SB3's orthogonal initialisation would overwrite the
+        pretrained weights.
+    :param use_sde: must stay False (gSDE is for continuous actions).
+    :param kwargs: the policy_kwargs: the fields of :class:`LMPolicyConfig` (``model``,
+        ``temperature``, ``top_k``, ``top_p``, ``lora``, ``separate_critic``, ``dtype``,
+        ``kv_cache``, ``packed_linears``) and SB3's ``optimizer_class``, ``optimizer_kwargs`` and
+        ``normalize_images``.
     """
 
     def __init__(
@@ -139,31 +130,19 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        model: str = DEFAULT_MODEL,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        lora: bool | dict[str, Any] | None = None,
-        separate_critic: bool = False,
-        dtype: str = "float32",
-        kv_cache: bool = True,
         ortho_init: bool = False,
         use_sde: bool = False,
-        **sb3_kwargs: Any,
+        **kwargs: Any,
     ):
         if use_sde:
             raise ValueError("use_sde=True is for continuous actions; LM policies act on token ids")
-        self.lm_kwargs = _lm_arguments(
-            observation_space, action_space, model, ortho_init, sb3_kwargs,
-            temperature=temperature, top_k=top_k, top_p=top_p, lora=lora,
-            separate_critic=separate_critic, dtype=dtype, kv_cache=kv_cache,
-        )  # fmt: skip
+        self.config = lm_policy_config(observation_space, action_space, ortho_init, kwargs)
         super().__init__(
-            observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **sb3_kwargs
+            observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **kwargs
         )
 
     def _build(self, lr_schedule: Schedule) -> None:
-        self.net = LMActorCritic(action_dim=int(self.action_space.n), **self.lm_kwargs)
+        self.net = LMActorCritic(self.config, int(self.action_space.n))
         if isinstance(self.action_dist, CategoricalDistribution):
             self.action_dist = TokenDistribution(int(self.action_space.n))
         elif MaskableCategoricalDistribution is not None and isinstance(
@@ -181,7 +160,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             "normalize_images": self.normalize_images,
             "optimizer_class": self.optimizer_class,
             "optimizer_kwargs": self.optimizer_kwargs,
-            **self.lm_kwargs,
+            **self.config.kwargs(),
         }
 
     set_training_mode = set_training_mode
@@ -215,24 +194,12 @@ if MaskableActorCriticPolicy is not None:
             observation_space: spaces.Space,
             action_space: spaces.Space,
             lr_schedule: Schedule,
-            model: str = DEFAULT_MODEL,
-            temperature: float = 1.0,
-            top_k: int = 0,
-            top_p: float = 1.0,
-            lora: bool | dict[str, Any] | None = None,
-            separate_critic: bool = False,
-            dtype: str = "float32",
-            kv_cache: bool = True,
             ortho_init: bool = False,
-            **sb3_kwargs: Any,
+            **kwargs: Any,
         ):
-            self.lm_kwargs = _lm_arguments(
-                observation_space, action_space, model, ortho_init, sb3_kwargs,
-                temperature=temperature, top_k=top_k, top_p=top_p, lora=lora,
-                separate_critic=separate_critic, dtype=dtype, kv_cache=kv_cache,
-            )  # fmt: skip
+            self.config = lm_policy_config(observation_space, action_space, ortho_init, kwargs)
             super().__init__(
-                observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **sb3_kwargs
+                observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **kwargs
             )
 
         _build = LMActorCriticPolicy._build

@@ -1,21 +1,22 @@
 """TextPPO: sequence-level PPO for textgym envs, as a Stable-Baselines3 on-policy algorithm.
 
 Each iteration samples ``batch_episodes`` episodes together with the KV cache kept across
-steps, scores the finished texts with one batched reward call (the env's ``score_episodes``),
-then computes, for every token of a sequence in one forward pass, the log-probs and values of
-the policy and the log-probs of the frozen reference. Rewards per token are the KL penalty
-``-kl_coef * KL_t`` plus the task reward on the last token; advantages are GAE per token.
+steps, scores the finished texts with one batched reward call (the env's ``score_episodes``)
+and stores them in a :class:`TokenRolloutBuffer`, which computes the frozen reference's
+log-probs, the per-token rewards (the KL penalty ``-kl_coef * KL_t`` plus the task reward on the
+last token) and GAE per token. The update computes, for every token of a sequence in one
+forward pass, the log-probs and values of the policy.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -23,19 +24,11 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.policies import LMActorCriticPolicy
-from agents.rollout import (
-    KL_ESTIMATORS,
-    TokenBatch,
-    gae,
-    kl_penalty,
-    play,
-    token_log_probs,
-    whiten,
-)
 from textgym.envs.base import TextGenEnv
 
-REWARD_NORMALIZATIONS = ("none", "running", "batch")
+from .buffers import KL_ESTIMATORS, REWARD_NORMALIZATIONS, TokenRolloutBuffer, check_choice
+from .policies import LMActorCriticPolicy
+from .rollout import play, reference_log_probs
 
 
 def text_env(env: VecEnv) -> TextGenEnv:
@@ -58,24 +51,48 @@ def _check(name: str, value: Any, low: float, high: float, *, open_low: bool = F
 class TextPPO(OnPolicyAlgorithm):
     """PPO on whole generated texts, with a KL penalty to the initial model.
 
-    :param policy: ``"LMPolicy"`` or :class:`agents.LMActorCriticPolicy` (a subclass).
-    :param env: a textgym env (id string, env or VecEnv); its model is the policy's unless
-        ``policy_kwargs["model"]`` says otherwise.
-    :param batch_episodes: episodes sampled together per iteration (B).
-    :param minibatch_episodes: episodes per gradient step.
+    :param policy: ``"LMPolicy"`` or :class:`LMActorCriticPolicy` (or a subclass).
+    :param env: a textgym env (id string, env or VecEnv; episodes are drawn from its first
+        env); its model is the policy's unless ``policy_kwargs["model"]`` says otherwise.
+    :param learning_rate: the Adam learning rate, a constant or a schedule of the progress
+        remaining (from 1 to 0).
+    :param batch_episodes: episodes sampled together per iteration (B); SB3's ``n_steps``
+        (the rollout buffer's size, counted in episodes: an episode is one env step per token).
+    :param minibatch_episodes: whole episodes per gradient step (and per reference forward pass).
     :param n_epochs: passes over each batch.
-    :param gamma, gae_lambda: per-token GAE (gamma=1: the text's reward is not discounted).
-    :param clip_range, clip_range_vf: PPO clipping of the ratio and (None: off) of the value.
-    :param kl_coef: initial coefficient of the per-token KL penalty (0: no reference model).
-    :param kl_target: with a target (nats per episode), the coefficient adapts to reach it
-        (Ziegler et al. 2019), over ``kl_horizon`` episodes; None keeps it fixed.
+    :param gamma: discount per token (1: a text's reward is not discounted).
+    :param gae_lambda: GAE's lambda over the tokens of an episode.
+    :param clip_range: PPO's clipping of the probability ratio, a constant or a schedule.
+    :param clip_range_vf: clipping of the value's change around the old value (None: off).
+        Unlike SB3's, it is not a schedule.
+    :param ent_coef: entropy bonus coefficient.
+    :param vf_coef: value loss coefficient. The value loss is ``((V - R)**2).mean() / 2``, half
+        SB3's ``F.mse_loss(R, V)``: a ``vf_coef`` of 0.1 here weighs as 0.05 in SB3's PPO.
+    :param max_grad_norm: gradients are clipped to this global norm.
+    :param kl_coef: initial coefficient of the per-token KL penalty (0 with no adaptive target:
+        no reference model).
+    :param adaptive_kl_target: a target KL (nats per episode) that the coefficient adapts to
+        reach (Ziegler et al. 2019); None keeps it fixed. Not SB3's ``target_kl``, which stops
+        an update's epochs early.
+    :param adaptive_kl_horizon: episodes over which the adaptive coefficient moves (a larger
+        horizon adapts more slowly).
     :param kl_estimator: ``"k1"`` (log p - log q) or ``"k3"`` ((q/p - 1) - log(q/p)).
     :param reward_normalization: ``"none"``, ``"running"`` (divide task rewards by their
         running std) or ``"batch"`` (standardise them within each batch).
     :param normalize_advantage: whiten advantages over each batch's tokens.
+    :param stats_window_size: episodes over which SB3's rollout/ep_rew_mean is averaged.
+    :param tensorboard_log: the TensorBoard log folder (None: no TensorBoard).
+    :param policy_kwargs: the policy's arguments (:class:`LMPolicyConfig`'s fields, plain values).
+    :param verbose: 0 silent, 1 info, 2 debug (SB3's levels).
+    :param seed: seeds SB3's generators, the token sampler and the prompt order.
+    :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    :param _init_setup_model: whether to build the policy and buffer now (SB3's ``load``
+        builds them later).
     """
 
     policy_aliases: ClassVar[dict[str, type]] = {"LMPolicy": LMActorCriticPolicy}
+    rollout_buffer: TokenRolloutBuffer
+    policy: LMActorCriticPolicy
 
     def __init__(
         self,
@@ -93,8 +110,8 @@ class TextPPO(OnPolicyAlgorithm):
         vf_coef: float = 0.1,
         max_grad_norm: float = 1.0,
         kl_coef: float = 0.05,
-        kl_target: float | None = None,
-        kl_horizon: int = 10_000,
+        adaptive_kl_target: float | None = None,
+        adaptive_kl_horizon: int = 10_000,
         kl_estimator: str = "k1",
         reward_normalization: str = "none",
         normalize_advantage: bool = True,
@@ -106,25 +123,22 @@ class TextPPO(OnPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        for name, value in (("batch_episodes", batch_episodes), ("minibatch_episodes", minibatch_episodes),
-                            ("n_epochs", n_epochs), ("kl_horizon", kl_horizon)):  # fmt: skip
+        counts = {"batch_episodes": batch_episodes, "minibatch_episodes": minibatch_episodes,
+                  "n_epochs": n_epochs, "adaptive_kl_horizon": adaptive_kl_horizon}  # fmt: skip
+        for name, value in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if minibatch_episodes > batch_episodes:
             raise ValueError(
                 f"minibatch_episodes ({minibatch_episodes}) exceeds batch_episodes ({batch_episodes})"
             )
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-        if reward_normalization not in REWARD_NORMALIZATIONS:
-            raise ValueError(
-                f"reward_normalization must be one of {REWARD_NORMALIZATIONS}, got {reward_normalization!r}"
-            )
+        check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        check_choice("reward_normalization", reward_normalization, REWARD_NORMALIZATIONS)
         _check("kl_coef", kl_coef, 0, 1e3)
         _check("gamma", gamma, 0, 1)
         _check("gae_lambda", gae_lambda, 0, 1)
-        if kl_target is not None:
-            _check("kl_target", kl_target, 0, 1e6, open_low=True)
+        if adaptive_kl_target is not None:
+            _check("adaptive_kl_target", adaptive_kl_target, 0, 1e6, open_low=True)
         if clip_range_vf is not None:
             _check("clip_range_vf", clip_range_vf, 0, 1e6, open_low=True)
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
@@ -135,16 +149,18 @@ class TextPPO(OnPolicyAlgorithm):
         self.clip_range = clip_range
         self.clip_range_vf = clip_range_vf
         self.kl_coef = float(kl_coef)
-        self.kl_target = kl_target
-        self.kl_horizon = kl_horizon
+        self.adaptive_kl_target = adaptive_kl_target
+        self.adaptive_kl_horizon = adaptive_kl_horizon
         self.kl_estimator = kl_estimator
         self.reward_normalization = reward_normalization
         self.normalize_advantage = normalize_advantage
-        self._rollout: TokenBatch | None = None
         super().__init__(
-            policy, env, learning_rate=learning_rate, n_steps=1, gamma=gamma, gae_lambda=gae_lambda,
-            ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, use_sde=False,
-            sde_sample_freq=-1, stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
+            policy, env, learning_rate=learning_rate, n_steps=batch_episodes, gamma=gamma,
+            gae_lambda=gae_lambda, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
+            use_sde=False, sde_sample_freq=-1, rollout_buffer_class=TokenRolloutBuffer,
+            rollout_buffer_kwargs={"kl_estimator": kl_estimator, "reward_normalization": reward_normalization,
+                                   "normalize_advantage": normalize_advantage},
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device,
             _init_setup_model=False, supported_action_spaces=(spaces.Discrete,),
         )  # fmt: skip
@@ -153,42 +169,61 @@ class TextPPO(OnPolicyAlgorithm):
         if self.env is not None and "model" not in self.policy_kwargs:
             # Saved with the agent, so that load() rebuilds the same model without the env.
             self.policy_kwargs["model"] = text_env(self.env).model_name
+        self.reward_stats = RunningMeanStd(shape=())  # of task rewards, for "running" normalization
+        # The sampler: tokens and minibatch orders, and which prompts each batch gets. SB3's save
+        # does not keep them (see get_sampler_state); set_random_seed reseeds them.
+        self._generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else seed)
+        self._episode_rng = np.random.default_rng(seed)
+        # What the last batch and update did, for callbacks and scripts (the logger clears on dump).
+        self.last_rollout: dict[str, Any] = {}
+        self.last_update: dict[str, Any] = {}
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self._setup_lr_schedule()
-        self.set_random_seed(self.seed)
-        self.policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
-        ).to(self.device)
-        self.rollout_buffer = None  # TextPPO keeps its batch as a TokenBatch
+        super()._setup_model()
         self.clip_range = FloatSchedule(self.clip_range)
-        self.reward_stats = RunningMeanStd(shape=())
-        self._generator = torch.Generator(device=self.device).manual_seed(
-            0 if self.seed is None else self.seed
-        )
-        self._episode_rng = np.random.default_rng(self.seed)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_rollout", "_scores", "_generator", "_episode_rng"]
+        return [*super()._excluded_save_params(), "_generator", "_episode_rng"]
 
     def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's seeding (Python, NumPy, torch, the spaces and env), and the sampler's."""
         super().set_random_seed(seed)
-        if seed is not None and hasattr(self, "_generator"):
+        if seed is not None:
             self._generator.manual_seed(seed)
             self._episode_rng = np.random.default_rng(seed)
+
+    def get_sampler_state(self) -> dict[str, Any]:
+        """The sampler's random state as JSON-serialisable values: ``generator`` (the torch
+        generator's bytes: tokens and minibatch orders) and ``episode_rng`` (NumPy's bit
+        generator state: the prompts). SB3's ``save`` does not keep it; restore it with
+        :meth:`set_sampler_state` so that a resumed run does not replay the same prompts."""
+        return {
+            "generator": self._generator.get_state().tolist(),
+            "episode_rng": self._episode_rng.bit_generator.state,
+        }
+
+    def set_sampler_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_sampler_state` returned."""
+        missing = sorted({"generator", "episode_rng"} - set(state))
+        if missing:
+            raise ValueError(f"a sampler state needs 'generator' and 'episode_rng', missing {missing}")
+        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self._episode_rng.bit_generator.state = state["episode_rng"]
 
     # -- rollouts -------------------------------------------------------------------------------
 
     def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer | None, n_rollout_steps: int
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: TokenRolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        """Generate ``batch_episodes`` texts together and score them in one reward call."""
+        """Generate ``n_rollout_steps`` (``batch_episodes``) texts together, score them in one
+        reward call, and fill ``rollout_buffer`` with them and their advantages and returns."""
         task = text_env(env)
         self.policy.set_training_mode(False)
+        rollout_buffer.reset()
         callback.on_rollout_start()
-        indices = self._episode_rng.integers(len(task.examples), size=self.batch_episodes)
+        indices = self._episode_rng.integers(len(task.examples), size=n_rollout_steps)
         examples = [task.examples[i] for i in indices]
 
         def on_step(n_active: int) -> bool:
@@ -205,8 +240,18 @@ class TextPPO(OnPolicyAlgorithm):
             return False
         batch, rewards, infos = played
         elapsed = time.perf_counter() - started
-        self._rollout = batch
-        self._scores = torch.as_tensor(rewards, device=self.device)
+        rollout_buffer.add(batch, rewards)
+        reference = None
+        if self.kl_coef > 0 or self.adaptive_kl_target is not None:
+            reference = functools.partial(reference_log_probs, self.policy.net)
+        rollout_buffer.compute_returns_and_advantage(
+            self.kl_coef, reference, self.reward_stats, batch_size=self.minibatch_episodes
+        )
+        reference_s = time.perf_counter() - started - elapsed
+        if self.adaptive_kl_target is not None:  # proportional controller on the per-episode KL
+            error = float(np.clip(rollout_buffer.sequence_kl / self.adaptive_kl_target - 1, -0.2, 0.2))
+            self.kl_coef *= 1 + error * n_rollout_steps / self.adaptive_kl_horizon
+
         lengths = batch.lengths.tolist()
         now = (time.time_ns() - self.start_time) / 1e9
         self.ep_info_buffer.extend({"r": float(r), "l": int(n), "t": now} for r, n in zip(rewards, lengths))
@@ -214,12 +259,12 @@ class TextPPO(OnPolicyAlgorithm):
             name: float(np.mean([info["reward_components"].get(name, 0.0) for info in infos]))
             for name in infos[0]["reward_components"]
         }
-        # What the last batch did, for callbacks and scripts (the logger clears on each dump).
         self.last_rollout = {
             "reward": float(rewards.mean()),
             "components": components,
             "tokens_per_s": sum(lengths) / elapsed,
             "seconds": elapsed,
+            "reference_seconds": reference_s,  # the reference pass, rewards and GAE
             "indices": [int(i) for i in indices],
             "prompts": [example.prompt for example in examples],
             "texts": [info["text"] for info in infos],
@@ -236,64 +281,23 @@ class TextPPO(OnPolicyAlgorithm):
 
     # -- update ---------------------------------------------------------------------------------
 
-    def _minibatches(self, size: int, shuffle: bool):
-        order = torch.randperm(self.batch_episodes, generator=self._generator) if shuffle else None
-        for first in range(0, self.batch_episodes, size):
-            index = torch.arange(first, min(first + size, self.batch_episodes))
-            yield order[index] if shuffle else index
-
-    @torch.no_grad()
-    def _advantages(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
-        """Reference log-probs, per-token rewards, GAE advantages and returns, (B, R) each."""
-        net = self.policy.net
-        mask = batch.response_mask
-        kl = torch.zeros_like(batch.log_probs)
-        if self.kl_coef > 0 or self.kl_target is not None:
-            for index in self._minibatches(self.minibatch_episodes, shuffle=False):
-                part = batch.select(index)
-                select = part.response_mask
-                ref_logits = net.kl_logits(net.reference_logits(part.ids, part.mask, part.start, select))
-                ref_log_probs = token_log_probs(ref_logits, part.tokens[select])  # (N,)
-                rows = torch.zeros_like(part.kl_log_probs)
-                rows[select] = kl_penalty(part.kl_log_probs[select], ref_log_probs, self.kl_estimator)
-                kl[index] = rows
-        scores = self._scores.float()
-        if self.reward_normalization == "running":
-            self.reward_stats.update(scores.cpu().numpy())
-            scores = scores / float(np.sqrt(self.reward_stats.var + 1e-8))
-        elif self.reward_normalization == "batch":
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
-        rewards = -self.kl_coef * kl
-        last = (batch.lengths - 1).clamp(min=0)
-        rewards[torch.arange(len(last)), last] += scores
-        advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.gae_lambda)
-        if self.normalize_advantage:
-            advantages = whiten(advantages, mask)
-        self._sequence_kl = float(kl.sum(-1).mean())  # nats per episode
-        if self.kl_target is not None:  # proportional controller on the per-episode KL
-            error = float(np.clip(self._sequence_kl / self.kl_target - 1, -0.2, 0.2))
-            self.kl_coef *= 1 + error * self.batch_episodes / self.kl_horizon
-        return {"advantages": advantages, "returns": returns}
-
     def train(self) -> None:
-        """PPO epochs over the last batch: every token's log-prob and value in one pass."""
-        if self._rollout is None:
+        """PPO epochs over the buffer's batch: every token's log-prob and value in one pass."""
+        if not self.rollout_buffer.full:
             raise RuntimeError("train() needs a batch: call collect_rollouts() (learn() does) first")
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)
-        net, batch = self.policy.net, self._rollout
+        net = self.policy.net
         started = time.perf_counter()
-        targets = self._advantages(batch)
-        reference_s = time.perf_counter() - started
 
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "entropy", "clip", "approx_kl")}
         updated_tokens = 0
         for _ in range(self.n_epochs):
-            for index in self._minibatches(self.minibatch_episodes, shuffle=True):
-                part = batch.select(index)
+            for rollout_data in self.rollout_buffer.get(self.minibatch_episodes, self._generator):
+                part = rollout_data.episodes
                 select = part.response_mask  # (b, R): the N tokens the policy emitted
-                advantages, returns = targets["advantages"][index][select], targets["returns"][index][select]
+                advantages, returns = rollout_data.advantages[select], rollout_data.returns[select]  # (N,)
                 raw, values = net.sequence(part.ids, part.mask, part.start, select)  # (N, V), (b, R)
                 # Filtered ids get a large finite logit instead of -inf: probability 0, no NaN.
                 log_softmax = torch.log_softmax(net.process(raw).clamp(min=-1e9), dim=-1)  # (N, V)
@@ -322,10 +326,11 @@ class TextPPO(OnPolicyAlgorithm):
                     stats["clip"].append(float(((ratio - 1).abs() > clip_range).float().mean()))
                     stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
                 updated_tokens += int(part.mask.sum())
-        update_s = time.perf_counter() - started - reference_s
+        update_s = time.perf_counter() - started
         self._n_updates += self.n_epochs
+        batch = self.rollout_buffer.episodes
         mask = batch.response_mask
-        returns = targets["returns"][mask].cpu().numpy()
+        returns = self.rollout_buffer.returns[mask].cpu().numpy()
         self.last_update = {
             "policy_loss": float(np.mean(stats["pg"])),
             "value_loss": float(np.mean(stats["vf"])),
@@ -333,11 +338,10 @@ class TextPPO(OnPolicyAlgorithm):
             "clip_fraction": float(np.mean(stats["clip"])),
             "approx_kl": float(np.mean(stats["approx_kl"])),
             "explained_variance": float(explained_variance(batch.values[mask].cpu().numpy(), returns)),
-            "kl": self._sequence_kl,
+            "kl": self.rollout_buffer.sequence_kl,
             "kl_coef": self.kl_coef,
             "tokens_per_s": updated_tokens / update_s,
             "seconds": update_s,
-            "reference_seconds": reference_s,
         }
         for key, value in self.last_update.items():
             self.logger.record(f"train/{key}", value)

@@ -1,4 +1,5 @@
-"""Batched episodes for TextPPO: generation with the KV cache, and per-token advantages."""
+"""Batched episodes for TextPPO: generation with the KV cache, and every token's log-probs in one
+pass (the per-token advantages are :mod:`textgym.agents.buffers`'s)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.network import LMActorCritic
 from textgym.datasets import Example
 from textgym.envs.base import TextGenEnv
 from textgym.models.incremental import IncrementalForward, left_pad
 from textgym.models.sampling import sample_tokens
 
-KL_ESTIMATORS = ("k1", "k3")
+from .network import LMActorCritic
 
 
 @dataclass
@@ -61,6 +61,15 @@ class TokenBatch:
 def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[token]: (..., V), (...) -> (...)."""
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def reference_log_probs(net: LMActorCritic, episodes: TokenBatch) -> torch.Tensor:
+    """(N,) log-probs of the N emitted tokens of ``episodes`` under the frozen reference, in the
+    distribution KL penalties compare (:meth:`LMActorCritic.kl_logits`), from one forward pass."""
+    select = episodes.response_mask
+    logits = net.reference_logits(episodes.ids, episodes.mask, episodes.start, select)  # (N, V)
+    return token_log_probs(net.kl_logits(logits), episodes.tokens[select])
 
 
 @torch.no_grad()
@@ -149,45 +158,3 @@ def play(
         return None
     rewards, infos = env.score_episodes(examples, batch.generated())
     return batch, rewards, infos
-
-
-def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
-    """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs.
-
-    k1: log p - log q (unbiased, can be negative); k3: (q/p - 1) - log(q/p) (unbiased, >= 0).
-    """
-    if estimator == "k1":
-        return log_probs - ref_log_probs
-    if estimator == "k3":
-        log_ratio = (ref_log_probs - log_probs).clamp(-20, 20)
-        return torch.expm1(log_ratio) - log_ratio
-    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
-
-
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token GAE advantages and returns, (B, R) each; an episode's last token is terminal
-    (its reward is the finished text's, so nothing is bootstrapped after it)."""
-    mask = mask.float()
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        following = mask[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
-        next_value = values[:, t + 1] * following if t + 1 < rewards.shape[1] else following
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = (delta + gamma * lam * following * running) * mask[:, t]
-        advantages[:, t] = running
-    return advantages, (advantages + values) * mask
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries (others set to 0)."""
-    mean = masked_mean(x, mask)
-    std = masked_mean((x - mean) ** 2, mask).sqrt()
-    return torch.where(mask, (x - mean) / (std + 1e-8), torch.zeros_like(x))

@@ -5,20 +5,24 @@ logging to TensorBoard), evaluate again, and leave everything in a run directory
 The budget stops training at whichever of ``budget_tokens`` (generated tokens, SB3 timesteps)
 and ``budget_minutes`` (training time, evaluations excluded) comes first; a batch that would
 end past the time budget is not started. A run resumes from its last checkpoint.
+
+The algorithm's hyperparameters come from the registry (``agents/hyperparams/<algo>.yml``, see
+:mod:`textgym.agents.hyperparams`) with the run's overrides; ``run.json`` holds them resolved.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,7 +31,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
-from agents.checkpoints import (
+from textgym.models import DEFAULT_MODEL, load_tokenizer
+from textgym.wrappers import VecKLRewardWrapper
+
+from .checkpoints import (
     ALGOS,
     CHECKPOINT,
     RUN_FILE,
@@ -38,35 +45,46 @@ from agents.checkpoints import (
     save_agent,
     write_json,
 )
-from agents.evaluation import Evaluation, evaluate
-from agents.policies import LMActorCriticPolicy
-from agents.ppo import TextPPO
-from textgym.models import DEFAULT_MODEL, load_tokenizer
-from textgym.wrappers import VecKLRewardWrapper
+from .evaluation import Evaluation, evaluate
+from .hyperparams import PROFILES, constructor_kwargs, hyperparams, params
+from .policies import LMActorCriticPolicy
+from .ppo import TextPPO
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (saved in ``run.json``)."""
+    """Everything that defines a training run (saved in ``run.json``): the run's settings, and
+    ``hyperparams``, the algorithm's hyperparameters over the registry's values for the env and
+    ``profile`` (``agents/hyperparams/<algo>.yml``); :meth:`resolved` fills in every one."""
 
-    env: str = "TextGen-Sentiment-v0"
-    algo: str = "textppo"  # textppo | ppo | a2c
-    model: str = DEFAULT_MODEL
-    seed: int = 0
-    budget_tokens: int = 1_000_000  # generated tokens (SB3 timesteps)
-    budget_minutes: float = 10.0  # training wall time, evaluations excluded
-    learning_rate: float = 2e-5
-    kl_coef: float = 0.05  # TextPPO's per-token KL penalty; stock: KL reward wrapper + ent_coef
-    lora: bool = False
-    batch_episodes: int = 64  # TextPPO: episodes per batch
-    minibatch_episodes: int = 8  # TextPPO: episodes per gradient step
-    n_envs: int = 8  # stock PPO/A2C: envs stepped together
-    n_steps: int = 16  # stock PPO/A2C: steps per env per rollout
-    batch_size: int = 8  # stock PPO: observations per gradient step (long prompts: memory)
-    eval_prompts: int = 64  # test prompts evaluated before and after training
-    eval_every_minutes: float = 5.0  # periodic evaluation on validation prompts (0: off)
-    eval_every_prompts: int = 16
-    checkpoint_minutes: float = 2.0  # training time between checkpoints
+    env: str = field(default="TextGen-Sentiment-v0", metadata={"help": "env id"})
+    algo: str = field(default="textppo", metadata={"help": "textppo | ppo | a2c"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name or path"})
+    seed: int = field(default=0, metadata={"help": "seeds the env, the sampling and the evaluations"})
+    budget_tokens: int = field(default=1_000_000, metadata={"help": "generated tokens (SB3 timesteps)"})
+    budget_minutes: float = field(default=10.0, metadata={"help": "training wall time, evaluations excluded"})
+    eval_prompts: int = field(
+        default=64, metadata={"help": "test prompts evaluated before and after training"}
+    )
+    eval_every_minutes: float = field(
+        default=5.0, metadata={"help": "training minutes between evaluations on validation prompts (0: off)"}
+    )
+    eval_every_prompts: int = field(
+        default=16, metadata={"help": "validation prompts per periodic evaluation"}
+    )
+    checkpoint_minutes: float = field(default=2.0, metadata={"help": "training minutes between checkpoints"})
+    profile: str = field(
+        default="default", metadata={"help": "the registry's profile: default, or quick (small batches)"}
+    )
+    hyperparams: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "hyperparameters over the registry's (listed below)"}
+    )
+
+    def resolved(self) -> TrainConfig:
+        """This run with every hyperparameter filled in; ValueError names a bad key or value."""
+        return dataclasses.replace(
+            self, hyperparams=hyperparams(self.algo, self.env, self.profile, self.hyperparams)
+        )
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field (before anything is written)."""
@@ -74,30 +92,13 @@ class TrainConfig:
             raise ValueError(f"unknown env {self.env!r}: expected one of {list(textgym.ENVS)}")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}: expected one of {list(ALGOS)}")
-        ints = (
-            "seed",
-            "budget_tokens",
-            "batch_episodes",
-            "minibatch_episodes",
-            "n_envs",
-            "n_steps",
-            "batch_size",
-            "eval_prompts",
-            "eval_every_prompts",
-        )
-        for name in ints:
+        for name in ("seed", "budget_tokens", "eval_prompts", "eval_every_prompts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
                 raise ValueError(
                     f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}"
                 )
-        for name in (
-            "budget_minutes",
-            "learning_rate",
-            "kl_coef",
-            "eval_every_minutes",
-            "checkpoint_minutes",
-        ):
+        for name in ("budget_minutes", "eval_every_minutes", "checkpoint_minutes"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -106,13 +107,11 @@ class TrainConfig:
                 or value < 0
             ):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.minibatch_episodes > self.batch_episodes:
-            raise ValueError(
-                f"minibatch_episodes ({self.minibatch_episodes}) exceeds "
-                f"batch_episodes ({self.batch_episodes})"
-            )
         if self.budget_minutes <= 0:
             raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}: expected one of {list(PROFILES)}")
+        self.resolved()  # an unknown hyperparameter or a badly typed value fails here
         load_tokenizer(self.model)  # an unknown model fails here, before any file is written
 
 
@@ -140,11 +139,15 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
 
 class TrainingMonitor(BaseCallback):
     """Enforces the budget, draws the progress bar, records the reward curve, evaluates on
-    validation prompts and checkpoints, all at batch boundaries (after each update)."""
+    validation prompts and checkpoints, all at batch boundaries (after each update).
 
-    def __init__(self, run: Run):
+    ``clock`` gives seconds (``time.perf_counter``); tests pass a fake one to check the budget.
+    """
+
+    def __init__(self, run: Run, clock: Callable[[], float] = time.perf_counter):
         super().__init__()
         self.run = run
+        self.clock = clock
         self.finished_rewards: list[float] = []  # stock path: task rewards of episodes that ended
         self._since_checkpoint = 0.0
         self._since_eval = 0.0
@@ -152,13 +155,13 @@ class TrainingMonitor(BaseCallback):
 
     # Training time excludes evaluations and checkpoints: the clock runs only inside learn().
     def _on_training_start(self) -> None:
-        self._mark = time.perf_counter()
+        self._mark = self.clock()
         self._iteration_s = 0.0
         self._budget_s = self.run.config.budget_minutes * 60
         self._last_batch = False
 
     def _tick(self) -> float:
-        now = time.perf_counter()
+        now = self.clock()
         elapsed, self._mark = now - self._mark, now
         self.run.train_seconds += elapsed
         return elapsed
@@ -172,7 +175,7 @@ class TrainingMonitor(BaseCallback):
         self._last_batch = self._spent() + self._iteration_s > self._budget_s
 
     def _spent(self) -> float:
-        return self.run.train_seconds + time.perf_counter() - self._mark
+        return self.run.train_seconds + self.clock() - self._mark
 
     def _batch_done(self) -> None:
         """After an update: record the batch, then evaluate and checkpoint when due."""
@@ -192,7 +195,7 @@ class TrainingMonitor(BaseCallback):
         if self._since_checkpoint >= config.checkpoint_minutes * 60:
             self.run.checkpoint(self.model)
             self._since_checkpoint = 0.0
-        self._mark = time.perf_counter()
+        self._mark = self.clock()
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals.get("infos", ()), self.locals.get("dones", ())):
@@ -257,17 +260,15 @@ class Run:
             "curve": self.curve,
             "evals": self.evals,
         }
-        if isinstance(agent, TextPPO):  # SB3 does not save these; resuming must not replay prompts
-            state["generator"] = agent._generator.get_state().tolist()
-            state["episode_rng"] = agent._episode_rng.bit_generator.state
+        if isinstance(agent, TextPPO):  # SB3 does not save it; resuming must not replay prompts
+            state.update(agent.get_sampler_state())  # keys "generator" and "episode_rng"
         return state
 
     def restore(self, agent: BaseAlgorithm, state: dict[str, Any]) -> None:
         self.curve, self.evals = state["curve"], state["evals"]
         self.train_seconds = float(state["train_seconds"])
         if isinstance(agent, TextPPO) and "generator" in state:
-            agent._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-            agent._episode_rng.bit_generator.state = state["episode_rng"]
+            agent.set_sampler_state({key: state[key] for key in ("generator", "episode_rng")})
 
     def checkpoint(self, agent: BaseAlgorithm) -> None:
         save_agent(agent, self.out, self.state(agent))
@@ -307,26 +308,16 @@ def prepare_out(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] 
         if resume:
             raise CheckpointError(f"nothing to resume: {out} is empty")
         return None
-    saved = read_run(out)["config"]
-    mine = dataclasses.asdict(config)
-    identity = (
-        "env",
-        "algo",
-        "model",
-        "seed",
-        "learning_rate",
-        "kl_coef",
-        "lora",
-        "batch_episodes",
-        "minibatch_episodes",
-        "n_envs",
-        "n_steps",
-        "batch_size",
-    )
-    differ = [key for key in identity if saved.get(key) != mine[key]]
+    saved = saved_config(read_run(out)["config"])
+    mine = json.loads(json.dumps(dataclasses.asdict(config)))  # as it reads back from run.json
+    differ = [f"{k}={saved.get(k)!r} (asked {mine[k]!r})" for k in IDENTITY if saved.get(k) != mine[k]]
+    if not differ:  # the same env and algo: name the hyperparameters that differ
+        old, new = saved["hyperparams"], mine["hyperparams"]
+        differ = [
+            f"{k}={old.get(k)!r} (asked {new.get(k)!r})" for k in {**old, **new} if old.get(k) != new.get(k)
+        ]
     if differ:
-        detail = ", ".join(f"{k}={saved.get(k)!r} (asked {mine[k]!r})" for k in differ)
-        raise ValueError(f"--out {out} holds another run ({detail}): choose another directory")
+        raise ValueError(f"--out {out} holds another run ({', '.join(differ)}): choose another directory")
     if not resume:
         raise ValueError(
             f"--out {out} already holds this run: pass --resume to continue it, or choose another --out"
@@ -336,36 +327,37 @@ def prepare_out(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] 
     return read_json(out / STATE, "checkpoint state")
 
 
+IDENTITY = ("env", "algo", "model", "seed")  # with the resolved hyperparameters: what a run is
+# What run.json held before the hyperparameter registry, besides the run's settings.
+FLAT_HYPERPARAMS = ("learning_rate", "kl_coef", "batch_episodes", "minibatch_episodes", "n_envs", "n_steps",
+                    "batch_size")  # fmt: skip
+
+
+def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A ``run.json`` config; one written before the registry (flat ``learning_rate``,
+    ``kl_coef``, ``lora``, ...) reads as the registry's default values with the ones it saved,
+    which is what those runs used."""
+    if "hyperparams" in saved:
+        return saved
+    try:
+        known = params(saved["algo"])
+        flat = {k: v for k, v in saved.items() if k in FLAT_HYPERPARAMS and k in known}
+        flat["policy_kwargs"] = {"lora": True} if saved.get("lora") else {}
+        resolved = hyperparams(saved["algo"], saved["env"], "default", flat)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"run.json holds a config this version cannot read ({err})") from None
+    return {**saved, "hyperparams": resolved}
+
+
 def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
-    policy_kwargs = {"model": config.model, **({"lora": True} if config.lora else {})}
+    """The algorithm with the run's resolved hyperparameters (``config.resolved()``)."""
+    kwargs = constructor_kwargs(config.algo, config.hyperparams)
+    policy_kwargs = {"model": config.model, **config.hyperparams["policy_kwargs"]}
+    policy = "LMPolicy" if config.algo == "textppo" else LMActorCriticPolicy
     env = training_env(config)
-    if config.algo == "textppo":
-        return TextPPO(
-            "LMPolicy",
-            env,
-            learning_rate=config.learning_rate,
-            batch_episodes=config.batch_episodes,
-            minibatch_episodes=config.minibatch_episodes,
-            kl_coef=config.kl_coef,
-            seed=config.seed,
-            tensorboard_log=str(tensorboard),
-            policy_kwargs=policy_kwargs,
-        )
-    common = dict(
-        learning_rate=config.learning_rate,
-        n_steps=config.n_steps,
-        gamma=1.0,
-        gae_lambda=0.95,
-        ent_coef=config.kl_coef,
-        vf_coef=0.1,
-        max_grad_norm=1.0,
-        seed=config.seed,
-        tensorboard_log=str(tensorboard),
-        policy_kwargs=policy_kwargs,
+    return ALGOS[config.algo](
+        policy, env, seed=config.seed, tensorboard_log=str(tensorboard), policy_kwargs=policy_kwargs, **kwargs
     )
-    if config.algo == "ppo":
-        return ALGOS["ppo"](LMActorCriticPolicy, env, batch_size=config.batch_size, n_epochs=1, **common)
-    return ALGOS["a2c"](LMActorCriticPolicy, env, **common)
 
 
 def training_env(config: TrainConfig) -> Any:
@@ -374,19 +366,32 @@ def training_env(config: TrainConfig) -> Any:
     if config.algo == "textppo":
         return gym.make(config.env, model=config.model)
     venv = make_vec_env(
-        config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs={"model": config.model}
+        config.env, n_envs=config.hyperparams["n_envs"], seed=config.seed, env_kwargs={"model": config.model}
     )
-    return VecKLRewardWrapper(venv, coef=config.kl_coef, model=config.model)
+    return VecKLRewardWrapper(venv, coef=config.hyperparams["kl_coef"], model=config.model)
 
 
 def train(
-    config: TrainConfig, out: str | Path, *, resume: bool = False, console: Console | None = None
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Run (or resume) one training run in ``out``; returns its summary (also in ``run.json``)."""
+    """Run (or resume) one training run in ``out``; returns its summary (also in ``run.json``).
+    ``clock`` measures training time against ``budget_minutes`` (tests pass a fake one)."""
     console = console or Console()
     config.validate()
+    overridden = ", ".join(config.hyperparams) or "none"
+    config = config.resolved()
     out = Path(out)
     state = prepare_out(config, out, resume)
+    console.print(
+        f"{config.algo} on {config.env}, hyperparameters from agents/hyperparams/{config.algo}.yml "
+        f"({config.profile} profile; overridden: {overridden}):\n  "
+        + ", ".join(f"{k}={v!r}" for k, v in config.hyperparams.items())
+    )
     run = Run(config, out, console)
     tensorboard = out / "tb"
     agent = None
@@ -418,7 +423,7 @@ def train(
         agent = build_agent(config, tensorboard)
     remaining = config.budget_tokens - agent.num_timesteps
     if remaining > 0 and run.train_seconds < config.budget_minutes * 60:
-        monitor = TrainingMonitor(run)
+        monitor = TrainingMonitor(run, clock)
         try:
             with run.bar():
                 agent.learn(

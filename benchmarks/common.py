@@ -14,19 +14,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.provenance import git_commit, machine, versions
+from textgym.agents.provenance import git_commit, machine, versions
+from textgym.cli import add_dataclass_options, dataclass_values
+
+
+def parse_given(cls: type, description: str) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` given as ``--field-name value`` options (the same
+    options as ``textgym``'s, from one generator: ``textgym.cli.add_dataclass_options``)."""
+    parser = argparse.ArgumentParser(description=description)
+    add_dataclass_options(parser, cls)
+    return dataclass_values(cls, parser.parse_args())
 
 
 def parse_args(cls: type, description: str) -> Any:
     """An instance of the dataclass ``cls`` from ``--field-name value`` options."""
-    parser = argparse.ArgumentParser(description=description)
-    for field in dataclasses.fields(cls):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=field.default)
-    return cls(**vars(parser.parse_args()))
+    return cls(**parse_given(cls, description))
 
 
 # Taken when a script starts, so a record names the code that ran even if HEAD moves meanwhile.

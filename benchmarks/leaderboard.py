@@ -5,15 +5,22 @@
 
 Appends one JSON line per run to ``<results>/runs.jsonl`` (never rewriting earlier lines),
 skips runs already there (so an interrupted run resumes; a trained run continues from its
-checkpoint), then regenerates ``benchmarks/LEADERBOARD.md`` and its PNG plots. The same as
-``textgym leaderboard [--quick]``; the options are the fields of ``LeaderboardConfig``.
+checkpoint), then regenerates the board and its PNG plots. The same as ``textgym leaderboard
+[--quick]`` (the options are the fields of ``LeaderboardConfig``), but writing into this
+repository unless told otherwise: the full run to ``benchmarks/results/leaderboard/runs.jsonl``
+and ``benchmarks/LEADERBOARD.md``, the quick one to ``benchmarks/results/leaderboard-quick/``.
 """
 
 from __future__ import annotations
 
-from common import parse_args
+from common import parse_given
 
-from agents.leaderboard import LeaderboardConfig, run_leaderboard
+from textgym.agents.leaderboard import LeaderboardConfig, run_leaderboard
+
+PATHS = {"results": "benchmarks/results/leaderboard", "board": "benchmarks/LEADERBOARD.md"}
+QUICK_PATHS = {"results": "benchmarks/results/leaderboard-quick"}  # its board: LEADERBOARD.md in there
 
 if __name__ == "__main__":
-    run_leaderboard(parse_args(LeaderboardConfig, __doc__.splitlines()[0]))
+    given = parse_given(LeaderboardConfig, __doc__.splitlines()[0])
+    paths = QUICK_PATHS if given.get("quick") else PATHS
+    run_leaderboard(LeaderboardConfig(**{**paths, **given}), command="python benchmarks/leaderboard.py")

@@ -35,8 +35,8 @@ from rich.table import Table
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
-from agents import LMActorCriticPolicy, TextPPO
-from agents.rollout import TokenBatch
+from textgym.agents import LMActorCriticPolicy, TextPPO
+from textgym.agents.rollout import TokenBatch
 from textgym.models import DEFAULT_MODEL, load_model
 from textgym.models.incremental import left_pad, position_ids
 from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
@@ -83,7 +83,7 @@ def make_agent(args: Args) -> TextPPO:
 
 def rollout(agent: TextPPO) -> dict[str, float]:
     callback = agent._init_callback(None)
-    agent.collect_rollouts(agent.env, callback, None, 0)
+    agent.collect_rollouts(agent.env, callback, agent.rollout_buffer, agent.n_steps)
     stats = agent.last_rollout
     return {
         "tokens": sum(stats["lengths"]),
@@ -222,12 +222,13 @@ def measure_textppo(args: Args, console: Console) -> dict:
         indices = agent.last_rollout["indices"]
         generates.append(bare_generate(agent, indices, args.new_tokens, args.seed + repeat))
     console.print("update vs bare forward + backward ...")
-    bare = bare_forward_backward(agent, agent._rollout, args.minibatch)
+    bare = bare_forward_backward(agent, agent.rollout_buffer.episodes, args.minibatch)
     agent.train()
     return {
         "rollouts": rollouts,
         "generates": generates,
-        "update": agent.last_update,
+        # The reference pass runs when the batch is stored (collect_rollouts), timed apart there.
+        "update": {**agent.last_update, "reference_seconds": agent.last_rollout["reference_seconds"]},
         "forward_backward": bare,
         "textppo_peak_rss_gb": peak_gb,
     }

@@ -58,3 +58,60 @@ def test_unknown_env_is_rejected_by_the_parser(capsys):
         main(["demo", "--env", "TextGen-Poetry-v0"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'TextGen-Poetry-v0'" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_setting_and_hyperparameter(capsys):
+    from textgym.agents.checkpoints import ALGOS
+    from textgym.agents.hyperparams import params
+    from textgym.agents.training import TrainConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for field in TrainConfig.__dataclass_fields__:
+        assert f"--{field.replace('_', '-')}" in out
+    for flag in (
+        "--budget",
+        "--out",
+        "--resume",
+        "--lr",
+        "--kl-coef",
+        "--lora",
+        "--batch-episodes",
+        "--eval-every",
+    ):
+        assert flag in out
+    for algo in ALGOS:
+        block = out.split(f"\n{algo}:\n")[1].split("\n\n")[0]
+        listed = {line.split()[0] for line in block.splitlines() if line.startswith("  ")}
+        assert set(params(algo)) <= listed, algo
+
+
+def test_leaderboard_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--model", "--budget-tokens", "--budget-minutes", "--eval-prompts", "--envs", "--agents",
+                 "--seeds", "--results", "--board", "--quick"):  # fmt: skip
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--hyperparams", "gama=0.9"], "unknown hyperparameter 'gama' for textppo; accepted: learning_rate"),
+        (["--hyperparams", "n_epochs=two"], "hyperparameter 'n_epochs' of textppo takes an int, got 'two'"),
+        (["--lr", "fast"], "hyperparameter 'learning_rate' of textppo takes a finite float, got 'fast'"),
+        (["--lr", "1e-3", "--hyperparams", "learning_rate=1e-4"], "'learning_rate' is given twice"),
+        (["--algo", "ppo", "--batch-episodes", "4"], "unknown hyperparameter 'batch_episodes' for ppo"),
+        (["--budget", "10m", "--budget-tokens", "5"], "give --budget, or --budget-tokens"),
+        (["--profile", "quick", "--hyperparams", "learning_rate"], "overrides take key=value"),
+    ],
+)
+def test_train_bad_hyperparameters_are_one_error_before_anything_is_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    argv = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--out", str(out), *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().out.replace("\n", "")
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""``agents.evaluation.evaluate`` and the task metrics, with the tiny model."""
+"""``textgym.agents.evaluate`` and the task metrics, with the tiny model."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import textgym
-from agents import LMActorCriticPolicy, TextPPO
-from agents.evaluation import aggregate, evaluate, mean_ci, prompt_indices
-from agents.network import LMActorCritic
+from textgym.agents import LMActorCriticPolicy, TextPPO
+from textgym.agents.evaluation import aggregate, evaluate, mean_ci, prompt_indices
+from textgym.agents.network import LMActorCritic
 from textgym.rewards.metrics import METRICS, compute_metrics, positive_rate
 
 P, R = ["p", "p"], [["a b c"], ["a b c"]]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 import textgym
 from textgym.models import DEFAULT_MODEL, KNOWN_MODELS, load_model, load_tokenizer, loading, logits_width
@@ -255,3 +258,76 @@ def test_observation_rows_invert_left_padding_for_env_arrays_and_sb3_tensors():
 
     with pytest.raises(ValueError, match="one shape"):
         observation_rows({**arrays, "attention_mask": arrays["attention_mask"][:, 1:]})
+
+
+# -- the cached copy is a plain transformers model ------------------------------------------------
+
+
+def fake_default_cache(monkeypatch, tmp_path, quantization_config):
+    """A cached 'default model' (the tiny one) as an earlier textgym left it, under a temporary cache."""
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    version = loading.importlib.metadata.version(loading._GGUF_PACKAGE)
+    target = tmp_path / "models" / f"{DEFAULT_MODEL}-{version}"
+    load_model("tiny").save_pretrained(target)
+    load_tokenizer("tiny").save_pretrained(target)
+    config = json.loads((target / "config.json").read_text())
+    if quantization_config:
+        config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    (target / loading._MARKER).write_text("{}")
+    return target
+
+
+def test_an_old_cache_loses_its_quantization_config_once(monkeypatch, tmp_path, caplog):
+    target = fake_default_cache(monkeypatch, tmp_path, quantization_config=True)
+    before = json.loads((target / "config.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        assert loading.default_model_dir() == target
+        assert loading.default_model_dir() == target  # migrated once: no second message
+    messages = [r.getMessage() for r in caplog.records if r.name == "textgym.models.loading"]
+    assert len(messages) == 1 and "quantization_config" in messages[0] and "\n" not in messages[0]
+    after = json.loads((target / "config.json").read_text())
+    assert "quantization_config" not in after
+    assert {k: v for k, v in before.items() if k != "quantization_config"} == after
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # Any library now loads it as an ordinary, trainable fp32 model.
+    model = AutoModelForCausalLM.from_pretrained(target)
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
+    assert model.dtype == torch.float32
+    assert torch.equal(model.lm_head.weight, load_model("tiny").lm_head.weight)
+
+
+def test_a_current_cache_is_left_alone(monkeypatch, tmp_path, caplog):
+    target = fake_default_cache(monkeypatch, tmp_path, quantization_config=False)
+    config_bytes = (target / "config.json").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        assert loading.default_model_dir() == target
+    assert (target / "config.json").read_bytes() == config_bytes and not caplog.records
+
+
+def test_loading_shows_no_progress_bar_and_restores_the_setting(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    load_model("tiny").save_pretrained(tmp_path)
+    load_tokenizer("tiny").save_pretrained(tmp_path)
+    capfd.readouterr()
+    was = hf_logging.is_progress_bar_enabled()
+    load_model(str(tmp_path))
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out
+    assert hf_logging.is_progress_bar_enabled() == was
+    with loading.quiet_progress_bars():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == was
+
+
+@pytest.mark.slow
+def test_a_fresh_conversion_is_a_plain_fp32_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    path = loading.default_model_dir()
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    reference = load_model(str(path))
+    assert torch.equal(reference.lm_head.weight, model.lm_head.weight)

@@ -12,9 +12,9 @@ import torch
 from stable_baselines3 import A2C, PPO
 
 import textgym
-from agents import LMActorCriticPolicy
-from agents.policies import observation_batch
-from textgym.models import load_model, load_tokenizer
+from textgym.agents import LMActorCritic, LMActorCriticPolicy, LMPolicyConfig
+from textgym.agents.policies import observation_batch
+from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
 from textgym.models.incremental import observation_rows
 
 TINY = {"model": "tiny"}
@@ -58,7 +58,7 @@ def test_ppo_learns_on_every_env(env_id):
 
 def test_a2c_and_maskable_ppo_run():
     sb3_contrib = pytest.importorskip("sb3_contrib")
-    from agents import MaskableLMActorCriticPolicy
+    from textgym.agents import MaskableLMActorCriticPolicy
 
     env = make()
     A2C(LMActorCriticPolicy, env, n_steps=6, policy_kwargs=TINY).learn(12)
@@ -155,7 +155,7 @@ def test_save_load_round_trip_picks_the_same_greedy_actions(tmp_path):
     # The policy alone round-trips too (SB3's policy.save/load).
     model.policy.save(tmp_path / "policy.pth")
     policy = LMActorCriticPolicy.load(tmp_path / "policy.pth")
-    assert policy.lm_kwargs == model.policy.lm_kwargs
+    assert policy.config == model.policy.config == LMPolicyConfig(model="tiny")
 
 
 @pytest.mark.parametrize(
@@ -176,6 +176,44 @@ def test_save_load_round_trip_picks_the_same_greedy_actions(tmp_path):
 def test_bad_policy_kwargs_raise_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         PPO(LMActorCriticPolicy, make(), n_steps=6, batch_size=6, policy_kwargs=kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"model": load_model}, TypeError, "must be a model name or path"),
+        ({"temperature": 0}, ValueError, "temperature must be > 0"),
+        ({"top_k": 2.5}, ValueError, "top_k must be an int"),
+        ({"top_p": 0}, ValueError, r"top_p must be in \(0, 1\]"),
+        ({"dtype": "float64"}, ValueError, "dtype must be one of"),
+        ({"lora": "yes"}, TypeError, "lora must be None, True or a dict"),
+        ({"separate_critic": "no"}, TypeError, "separate_critic must be True or False"),
+    ],
+)
+def test_lm_policy_config_validates_its_fields(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LMPolicyConfig(**kwargs)
+
+
+def test_one_lm_policy_config_for_the_policies_and_the_network():
+    config = LMPolicyConfig()
+    assert config.model == DEFAULT_MODEL and config.temperature == 1.0 and config.lora is None
+    config = LMPolicyConfig(model="tiny", top_k=5, lora={"r": 4})
+    # Plain values that rebuild the same config (what a saved policy stores), and picklable.
+    assert LMPolicyConfig(**config.kwargs()) == config == pickle.loads(pickle.dumps(config))
+    assert set(config.kwargs()) == set(LMPolicyConfig.field_names())
+    policy = PPO(
+        LMActorCriticPolicy, make(), n_steps=6, batch_size=6, policy_kwargs={**TINY, "top_k": 5}
+    ).policy
+    assert policy.config == LMPolicyConfig(model="tiny", top_k=5) and policy.net.config is policy.config
+    assert {name: policy._get_constructor_parameters()[name] for name in config.field_names()} == (
+        policy.config.kwargs()
+    )
+    width = make().action_space.n
+    net = LMActorCritic("tiny", width, temperature=0.5)  # a model name and options: the same config
+    assert net.config == LMPolicyConfig(model="tiny", temperature=0.5)
+    with pytest.raises(TypeError, match="not both"):
+        LMActorCritic(net.config, width, temperature=0.5)
 
 
 def test_model_that_does_not_match_the_env_is_refused(tmp_path):
@@ -290,8 +328,8 @@ def test_a_policy_that_acted_can_be_copied_and_pickled():
 
 def test_maskable_policy_samples_only_unmasked_tokens_in_proportion():
     sb3_contrib = pytest.importorskip("sb3_contrib")
-    from agents import MaskableLMActorCriticPolicy
-    from agents.policies import MaskableTokenDistribution
+    from textgym.agents import MaskableLMActorCriticPolicy
+    from textgym.agents.policies import MaskableTokenDistribution
 
     env = make()
     model = sb3_contrib.MaskablePPO(

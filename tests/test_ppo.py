@@ -8,11 +8,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 import textgym
-from agents import TextPPO
-from agents.rollout import gae, generate, kl_penalty, token_log_probs
+from textgym.agents import TextPPO, TokenRolloutBuffer
+from textgym.agents.buffers import gae, kl_penalty
+from textgym.agents.rollout import TokenBatch, generate, token_log_probs
 from textgym.models import load_tokenizer
 
 SHORT = {"model": "tiny", "max_new_tokens": 6}
@@ -135,11 +138,18 @@ def test_textppo_reaches_the_optimum_of_a_synthetic_task(tmp_path):
 def test_adaptive_kl_coefficient_moves_toward_its_target():
     env = gym.make("TextGen-Sentiment-v0", **SHORT)
     # KL far below the target: the coefficient shrinks by the controller's largest step each batch.
-    model = small_ppo(env, kl_coef=0.1, kl_target=1e6, kl_horizon=8)
+    model = small_ppo(env, kl_coef=0.1, adaptive_kl_target=1e6, adaptive_kl_horizon=8)
     model.learn(24 * 3)
     assert model.kl_coef == pytest.approx(0.1 * (1 - 0.2 * 4 / 8) ** 3)
     # A policy that moves fast exceeds a tiny target, and the coefficient grows.
-    model = small_ppo(env, kl_coef=0.1, kl_target=1e-3, kl_horizon=8, kl_estimator="k3", learning_rate=1e-2)
+    model = small_ppo(
+        env,
+        kl_coef=0.1,
+        adaptive_kl_target=1e-3,
+        adaptive_kl_horizon=8,
+        kl_estimator="k3",
+        learning_rate=1e-2,
+    )
     model.learn(24 * 6)
     assert model.last_update["kl"] > 1e-3
     assert model.kl_coef > 0.1
@@ -168,6 +178,8 @@ def test_save_load_round_trip_and_continued_training(tmp_path):
     model.save(tmp_path / "agent.zip")
     loaded = TextPPO.load(tmp_path / "agent.zip", env=env)
     assert loaded.policy_kwargs["model"] == "tiny" and loaded.batch_episodes == 4
+    assert isinstance(loaded.rollout_buffer, TokenRolloutBuffer) and loaded.rollout_buffer.buffer_size == 4
+    assert loaded.reward_stats.count == model.reward_stats.count  # saved with the agent
     for name, value in model.policy.state_dict().items():
         assert torch.equal(value, loaded.policy.state_dict()[name]), name
     observation, _ = env.reset(seed=1)
@@ -197,7 +209,8 @@ def test_progress_counts_tokens_and_a_callback_can_stop_training():
         ({"kl_estimator": "k2"}, ValueError, "kl_estimator must be one of"),
         ({"reward_normalization": "std"}, ValueError, "reward_normalization must be one of"),
         ({"kl_coef": -1}, ValueError, "kl_coef must be a number"),
-        ({"kl_target": 0}, ValueError, "kl_target must be a number"),
+        ({"adaptive_kl_target": 0}, ValueError, "adaptive_kl_target must be a number"),
+        ({"adaptive_kl_horizon": 0}, ValueError, "adaptive_kl_horizon must be a positive int"),
         ({"gamma": 2}, ValueError, "gamma must be a number"),
         ({"policy_kwargs": {"model": "tiny", "bogus": 1}}, TypeError, "unknown LM policy argument"),
     ],
@@ -211,3 +224,144 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
 def test_non_text_env_is_refused():
     with pytest.raises(TypeError, match="TextPPO needs a textgym env"):
         TextPPO("LMPolicy", gym.make("FrozenLake-v1"))
+
+
+# -- the rollout buffer -------------------------------------------------------------------------
+
+
+def hand_batch() -> TokenBatch:
+    """Three episodes of lengths 3, 2 and 1 after a 2-column prompt (the first one-token prompt
+    is left-padded); episode i's old log-probs are -(i + 1), so a row names its episode."""
+    response_mask = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
+    prompt_mask = torch.tensor([[0, 1], [1, 1], [1, 1]])
+    tokens = torch.tensor([[5, 6, 7], [5, 6, 0], [8, 0, 0]])
+    log_probs = -torch.arange(1.0, 4.0)[:, None] * response_mask
+    return TokenBatch(
+        ids=torch.cat([torch.tensor([[0, 3], [2, 3], [4, 3]]), tokens], dim=1),
+        mask=torch.cat([prompt_mask, response_mask.long()], dim=1),
+        start=2,
+        response_mask=response_mask,
+        log_probs=log_probs,
+        kl_log_probs=log_probs.clone(),
+        values=torch.tensor([[0.5, 0.5, 0.5], [0.1, 0.2, 0.0], [0.0, 0.0, 0.0]]),
+    )
+
+
+def make_buffer(size: int = 3, **kwargs) -> TokenRolloutBuffer:
+    observations = spaces.Dict(
+        {"input_ids": spaces.Box(0, 9, (5,), np.int64), "attention_mask": spaces.Box(0, 1, (5,), np.int8)}
+    )
+    kwargs = {"gamma": 1.0, "gae_lambda": 1.0, "normalize_advantage": False, **kwargs}
+    return TokenRolloutBuffer(size, observations, spaces.Discrete(10), device="cpu", **kwargs)
+
+
+def test_buffer_computes_the_kl_penalty_and_gae_by_hand():
+    buffer = make_buffer()
+    buffer.add(hand_batch(), np.array([1.0, 2.0, -1.0], dtype=np.float32))
+    assert buffer.full and buffer.size() == 3
+    sizes = []
+
+    def reference(part: TokenBatch) -> torch.Tensor:  # KL 0.5 per emitted token (k1)
+        sizes.append(len(part.ids))
+        return part.kl_log_probs[part.response_mask] - 0.5
+
+    buffer.compute_returns_and_advantage(kl_coef=0.2, reference=reference, batch_size=2)
+    assert sizes == [2, 1]  # the reference pass runs over minibatches of whole episodes
+    # Rewards -0.1 per token plus the task reward on the last; gamma = lambda = 1: the return is
+    # the sum of the rewards from t on, the advantage the return minus the value.
+    returns = torch.tensor([[0.7, 0.8, 0.9], [1.8, 1.9, 0.0], [-1.1, 0.0, 0.0]])
+    torch.testing.assert_close(buffer.returns, returns)
+    advantages = torch.tensor([[0.2, 0.3, 0.4], [1.7, 1.7, 0.0], [-1.1, 0.0, 0.0]])
+    torch.testing.assert_close(buffer.advantages, advantages)
+    torch.testing.assert_close(buffer.kl, 0.5 * hand_batch().response_mask.float())
+    assert buffer.sequence_kl == pytest.approx((1.5 + 1.0 + 0.5) / 3)
+    # Without a reference there is no penalty, and whitened advantages have mean 0, std 1 over tokens.
+    buffer = make_buffer(normalize_advantage=True)
+    buffer.add(hand_batch(), [1.0, 2.0, -1.0])
+    buffer.compute_returns_and_advantage(kl_coef=0.2)
+    assert buffer.sequence_kl == 0
+    emitted = buffer.advantages[hand_batch().response_mask]
+    assert float(emitted.mean()) == pytest.approx(0, abs=1e-6)
+    assert float(emitted.std(unbiased=False)) == pytest.approx(1, abs=1e-4)
+
+
+def test_buffer_minibatches_are_whole_episodes_covering_the_batch_once_per_epoch():
+    buffer = make_buffer()
+    buffer.add(hand_batch(), np.array([1.0, 2.0, -1.0], dtype=np.float32))
+    with pytest.raises(RuntimeError, match="compute_returns_and_advantage"):
+        next(buffer.get(2))
+    buffer.compute_returns_and_advantage(kl_coef=0.0)
+    batch, generator = hand_batch(), torch.Generator().manual_seed(0)
+    orders = []
+    for _ in range(4):  # epochs
+        seen = []
+        for samples in buffer.get(2, generator):
+            episodes = [int(-row[0]) - 1 for row in samples.episodes.log_probs]  # which episodes
+            assert samples.advantages.shape == samples.returns.shape == (len(episodes), 3)
+            for row, episode in enumerate(episodes):
+                torch.testing.assert_close(samples.episodes.tokens[row], batch.tokens[episode])
+                torch.testing.assert_close(samples.episodes.response_mask[row], batch.response_mask[episode])
+                torch.testing.assert_close(samples.advantages[row], buffer.advantages[episode])
+                torch.testing.assert_close(samples.returns[row], buffer.returns[episode])
+            # The prompt columns that are padding in every episode of the minibatch are dropped.
+            assert samples.episodes.start == (1 if episodes == [0] else 2)
+            seen.append(episodes)
+        assert [len(part) for part in seen] == [2, 1]
+        assert sorted(sum(seen, [])) == [0, 1, 2]
+        orders.append(sum(seen, []))
+    assert len({tuple(order) for order in orders}) > 1  # shuffled anew each epoch
+    assert [len(s.episodes.ids) for s in buffer.get()] == [3]  # None: the whole batch
+
+
+def test_buffer_checks_what_it_is_given():
+    with pytest.raises(ValueError, match="kl_estimator must be one of"):
+        make_buffer(kl_estimator="k2")
+    with pytest.raises(ValueError, match="reward_normalization must be one of"):
+        make_buffer(reward_normalization="std")
+    buffer = make_buffer(size=4)
+    with pytest.raises(ValueError, match="takes 4 episodes"):
+        buffer.add(hand_batch(), [1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError, match="empty"):
+        buffer.compute_returns_and_advantage(kl_coef=0.1)
+    buffer = make_buffer(reward_normalization="running")
+    buffer.add(hand_batch(), [1.0, 2.0, -1.0])
+    with pytest.raises(ValueError, match="needs reward_stats"):
+        buffer.compute_returns_and_advantage(kl_coef=0.0)
+    stats = RunningMeanStd(shape=())
+    buffer.compute_returns_and_advantage(kl_coef=0.0, reward_stats=stats)
+    assert stats.count == pytest.approx(3, abs=1e-3)
+    buffer.reset()
+    assert not buffer.full and buffer.episodes is None and buffer.advantages is None
+
+
+def test_setup_model_builds_a_token_rollout_buffer():
+    env = gym.make("TextGen-Sentiment-v0", **SHORT)
+    model = small_ppo(env, gamma=0.9, gae_lambda=0.8, kl_estimator="k3", reward_normalization="batch")
+    buffer = model.rollout_buffer
+    assert isinstance(buffer, TokenRolloutBuffer)
+    assert buffer.buffer_size == model.n_steps == model.batch_episodes == 4
+    assert (buffer.gamma, buffer.gae_lambda) == (0.9, 0.8)
+    assert (buffer.kl_estimator, buffer.reward_normalization) == ("k3", "batch")
+    with pytest.raises(RuntimeError, match="train\\(\\) needs a batch"):
+        model.train()
+    model.learn(1)  # one batch: collected into the buffer, then trained on
+    assert buffer.full and buffer.episodes is not None and buffer.advantages.shape == buffer.returns.shape
+
+
+def test_sampler_state_round_trips_through_json():
+    env = gym.make("TextGen-Sentiment-v0", **SHORT)
+    first = small_ppo(env, seed=0)
+    state = first.get_sampler_state()
+    saved = json.loads(json.dumps(state))
+    first.learn(1)
+    assert first.get_sampler_state() != state  # prompts and tokens were drawn
+    # Another agent given that state draws the same prompts and tokens as the first did.
+    second = small_ppo(env, seed=1)
+    second.set_sampler_state(saved)
+    assert second.get_sampler_state() == state
+    second.learn(1)
+    assert second.last_rollout["indices"] == first.last_rollout["indices"]
+    assert second.last_rollout["texts"] == first.last_rollout["texts"]
+    assert second.get_sampler_state() == first.get_sampler_state()
+    with pytest.raises(ValueError, match="missing \\['episode_rng'\\]"):
+        second.set_sampler_state({"generator": saved["generator"]})

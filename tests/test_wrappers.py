@@ -10,7 +10,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import LMActorCriticPolicy
+from textgym.agents import LMActorCriticPolicy
 from textgym.models import load_model
 from textgym.models.packed import available as packed_linears_available
 from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper

@@ -1,12 +1,14 @@
-"""The ``textgym`` command: ``envs``, ``demo``, ``train``, ``eval`` and ``leaderboard``."""
+"""The ``textgym`` command: ``envs``, ``demo``, ``train``, ``eval``, ``export`` and ``leaderboard``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -88,43 +90,46 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from agents.training import TrainConfig, parse_budget, train
+# The README's short flags for hyperparameters: each sets the same key as --hyperparams would.
+SHORTCUTS = {"lr": "learning_rate", "kl_coef": "kl_coef", "batch_episodes": "batch_episodes"}
 
-    tokens, minutes = parse_budget(args.budget)
-    defaults = TrainConfig()
-    config = TrainConfig(
-        env=args.env,
-        algo=args.algo,
-        model=args.model,
-        seed=args.seed,
-        budget_tokens=tokens or defaults.budget_tokens,
-        budget_minutes=minutes or defaults.budget_minutes,
-        learning_rate=args.lr,
-        kl_coef=args.kl_coef,
-        lora=args.lora,
-        batch_episodes=args.batch_episodes,
-        minibatch_episodes=min(defaults.minibatch_episodes, args.batch_episodes),
-        eval_prompts=args.eval_prompts,
-        eval_every_minutes=args.eval_every,
-    )
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents.hyperparams import parse_overrides
+    from textgym.agents.training import TrainConfig, parse_budget, train
+
+    settings = dataclass_values(TrainConfig, args)
+    if args.budget is not None:
+        if {"budget_tokens", "budget_minutes"} & set(settings):
+            raise ValueError("give --budget, or --budget-tokens and --budget-minutes, not both")
+        tokens, minutes = parse_budget(args.budget)
+        for name, value in (("budget_tokens", tokens), ("budget_minutes", minutes)):
+            if value is not None:
+                settings[name] = value
+    pairs = [
+        f"{key}={getattr(args, dest)}" for dest, key in SHORTCUTS.items() if getattr(args, dest) is not None
+    ]
+    pairs += ["policy_kwargs.lora=true"] if args.lora else []
+    pairs += settings.pop("hyperparams", [])
+    algo = settings.get("algo", TrainConfig.algo)
+    config = TrainConfig(**settings, hyperparams=parse_overrides(algo, pairs))
     if args.out is None and args.resume:
         raise ValueError("--resume needs --out, the run directory to continue")
-    train(config, args.out or _new_run_dir(args), resume=args.resume, console=console)
+    train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
     return 0
 
 
-def _new_run_dir(args: argparse.Namespace) -> Path:
+def _new_run_dir(config: Any) -> Path:
     """The first free ``runs/<env>-<algo>-seed<seed>-<n>`` (a new run never reuses a directory)."""
     n = 1
-    while (path := Path("runs") / f"{args.env}-{args.algo}-seed{args.seed}-{n}").exists():
+    while (path := Path("runs") / f"{config.env}-{config.algo}-seed{config.seed}-{n}").exists():
         n += 1
     return path
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
-    from agents.checkpoints import checkpoint_path, is_run_dir, read_run
-    from agents.evaluation import evaluate
+    from textgym.agents.checkpoints import checkpoint_path, is_run_dir, read_run
+    from textgym.agents.evaluation import evaluate
 
     if (args.checkpoint is None) == (args.model is None):
         raise ValueError(
@@ -150,25 +155,81 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         table.add_row(_short(row["prompt"], 200), row["text"].strip(), f"{row['reward']:+.3f}")
     console.print(table)
     if args.json:
-        from agents.checkpoints import write_json
+        from textgym.agents.checkpoints import write_json
 
         write_json(Path(args.json), result.to_dict())
         console.print(f"wrote {args.json}")
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
-    from agents.leaderboard import LeaderboardConfig, run_leaderboard
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents.export import export_model
 
-    given = {
-        k: v for k, v in vars(args).items() if k in LeaderboardConfig.__dataclass_fields__ and v is not None
-    }
-    run_leaderboard(LeaderboardConfig(**given), console)
+    out = export_model(args.checkpoint, args.out)
+    console.print(f"exported {args.checkpoint} to {out} (a transformers model directory)")
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents.leaderboard import LeaderboardConfig, run_leaderboard
+
+    run_leaderboard(LeaderboardConfig(**dataclass_values(LeaderboardConfig, args)), console)
+    return 0
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, **options: dict[str, Any]) -> None:
+    """A ``--field-name`` option for every field of the dataclass ``cls``: typed like its default,
+    a bool as ``--x/--no-x``, a dict as ``--x KEY=VALUE ...``, help from the field's metadata.
+    An option left out stays out of the namespace, so :func:`dataclass_values` leaves that field
+    at the dataclass's default. ``options[name]``: more ``add_argument`` arguments for a field
+    (``aliases``: more option strings)."""
+    for field in dataclasses.fields(cls):
+        extra = dict(options.get(field.name, {}))
+        flags = [f"--{field.name.replace('_', '-')}", *extra.pop("aliases", ())]
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        text = field.metadata.get("help", "")
+        if not extra.get("required"):
+            text = f"{text} (default: {default!r})".strip()
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, dict):
+            kwargs.update(nargs="+", metavar="KEY=VALUE")
+        else:
+            kwargs["type"] = type(default)
+        parser.add_argument(*flags, **{**kwargs, **extra})
+
+
+def dataclass_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (see :func:`add_dataclass_options`)."""
+    return {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(cls)
+        if hasattr(args, field.name)
+    }
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a callable, called only when the help is shown
+    (``train``'s lists every hyperparameter of the registry)."""
+
+    def format_help(self) -> str:
+        epilog: str | Callable[[], str] | None = self.epilog
+        if callable(epilog):
+            self.epilog = epilog()
+        try:
+            return super().format_help()
+        finally:
+            self.epilog = epilog
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textgym", description="Text generation as Gymnasium environments.")
+    from textgym.agents.checkpoints import ALGOS
+    from textgym.agents.hyperparams import PROFILES, describe
+    from textgym.agents.records import LeaderboardConfig
+    from textgym.agents.training import TrainConfig
+
+    parser = Parser(prog="textgym", description="Text generation as Gymnasium environments.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("envs", help="list the registered environments")
     demo = commands.add_parser(
@@ -184,33 +245,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
 
     train = commands.add_parser(
-        "train", help="train an agent on an env, with checkpoints and before/after texts"
+        "train",
+        help="train an agent on an env, with checkpoints and before/after texts",
+        description="Train an agent on an env. The run's settings are the options below; the\n"
+        "algorithm's hyperparameters come from the registry (listed at the end), with overrides\n"
+        "from --hyperparams and the short flags. The run prints them and saves them in run.json.",
+        epilog=describe,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--env", required=True, choices=list(ENVS), help="env id")
-    train.add_argument("--algo", default="textppo", choices=["textppo", "ppo", "a2c"])
-    train.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or path (default {DEFAULT_MODEL})")
+    add_dataclass_options(
+        train,
+        TrainConfig,
+        env=dict(required=True, choices=list(ENVS)),
+        algo=dict(choices=list(ALGOS)),
+        profile=dict(choices=list(PROFILES)),
+        eval_every_minutes=dict(aliases=["--eval-every"]),
+    )
     train.add_argument(
         "--budget",
-        default="10m",
         help="training budget: minutes (10m, 90s, 1h), generated tokens (20000, 20k) or both "
-        "(10m,20k); default 10m",
+        "(10m,20k); instead of --budget-tokens and --budget-minutes",
     )
     train.add_argument("--out", help="run directory (default: a new runs/<env>-<algo>-seed<seed>-<n>)")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--lr", type=float, default=2e-5, help="learning rate (default 2e-5)")
+    for dest, key in SHORTCUTS.items():
+        train.add_argument(f"--{dest.replace('_', '-')}", metavar="VALUE", help=f"--hyperparams {key}=VALUE")
     train.add_argument(
-        "--kl-coef", type=float, default=0.05, help="KL penalty to the initial model (default 0.05)"
-    )
-    train.add_argument("--lora", action="store_true", help="train LoRA adapters only (peft)")
-    train.add_argument(
-        "--batch-episodes", type=int, default=64, help="TextPPO episodes per batch (default 64)"
-    )
-    train.add_argument("--eval-prompts", type=int, default=64, help="test prompts before/after (default 64)")
-    train.add_argument(
-        "--eval-every", type=float, default=5.0, help="minutes between validation evals (0: off)"
+        "--lora",
+        action="store_true",
+        help="train LoRA adapters only (peft): --hyperparams policy_kwargs.lora=true",
     )
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint (or an untrained model): metrics and texts")
@@ -225,17 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--show", type=int, default=5, help="sample texts to print (default 5)")
     ev.add_argument("--json", help="also write the full evaluation (every text) to this JSON file")
 
+    export = commands.add_parser(
+        "export", help="write a trained policy as a transformers model directory (LoRA merged)"
+    )
+    export.add_argument("--checkpoint", required=True, help="a `textgym train` run directory or an SB3 .zip")
+    export.add_argument("--out", required=True, help="the directory to create (must not exist or be empty)")
+
     board = commands.add_parser(
         "leaderboard", help="run the leaderboard (every env x agent x seed) and write it"
     )
-    board.add_argument(
-        "--quick", action="store_true", default=None, help="tiny model, small budgets (minutes)"
-    )
-    board.add_argument("--envs", help="comma-separated env ids (default: all)")
-    board.add_argument("--agents", help="comma-separated agents: sample, greedy, ppo, textppo (default: all)")
-    board.add_argument("--seeds", help="comma-separated seeds (default 0,1)")
-    board.add_argument("--results", help="results directory (runs.jsonl and run directories)")
-    board.add_argument("--board", help="the markdown file to write (plots go next to it)")
+    add_dataclass_options(board, LeaderboardConfig)
     return parser
 
 
@@ -248,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "train": cmd_train,
         "eval": cmd_eval,
+        "export": cmd_export,
         "leaderboard": cmd_leaderboard,
     }
     try:

@@ -3,6 +3,8 @@
 Every textgym consumer of a model (the samplers, the policies, the KL wrapper, TextPPO) goes
 through these functions, so that positions and masks are computed one way: a token's log-prob
 is then the same whether the context was run in one pass or grown step by step with the KV cache.
+KV caches are passed, read and rebuilt through :mod:`textgym.compat` (the cache keyword is
+``cache`` in current transformers, ``past_key_values`` in older ones).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
+
+from textgym.compat import cache_argument, cache_from_layers, cache_layers, output_cache
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,7 +68,8 @@ def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
 
 def hidden_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, **kwargs: Any):
     """The backbone's output for a left-padded batch: ``last_hidden_state`` is (B, T, H).
-    No KV cache is built unless ``use_cache=True`` is passed."""
+    No KV cache is built unless ``use_cache=True`` is passed (read it with
+    :func:`textgym.compat.output_cache`)."""
     kwargs.setdefault("use_cache", False)
     return backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **kwargs)
 
@@ -121,7 +125,7 @@ class IncrementalForward:
     def start(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Run left-padded (B, T) contexts from scratch and keep their cache; returns (B, H)."""
         out = hidden_states(self.backbone, ids, mask, use_cache=True)
-        self._rows, self._mask, self._past = None, mask, out.past_key_values
+        self._rows, self._mask, self._past = None, mask, output_cache(out)
         self._last = out.last_hidden_state[:, -1]
         return self._last
 
@@ -142,10 +146,10 @@ class IncrementalForward:
             input_ids=new,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._past,
             use_cache=True,
+            **{cache_argument(self.backbone): self._past},
         )
-        self._past = out.past_key_values
+        self._past = output_cache(out)
         self._last = out.last_hidden_state[:, -1]
         self._rows = rows
         return self._last
@@ -185,10 +189,13 @@ class IncrementalForward:
         mask = merge(self._mask, fresh_mask, 1)  # (B, W)
         first = int(mask.bool().any(0).long().argmax())  # drop columns that are padding everywhere
         layers = []  # keys and values are (B, heads, T, head_dim)
-        for (keys, values, *window), (fresh_keys, fresh_values, *_) in zip(self._past, fresh.past_key_values):
-            layer = (merge(keys, fresh_keys, 2)[:, :, first:], merge(values, fresh_values, 2)[:, :, first:])
-            layers.append(layer + tuple(w for w in window if w is not None))
-        self._past = DynamicCache(ddp_cache_data=layers)
+        for (keys, values), (fresh_keys, fresh_values) in zip(
+            cache_layers(self._past), cache_layers(output_cache(fresh))
+        ):
+            layers.append(
+                (merge(keys, fresh_keys, 2)[:, :, first:], merge(values, fresh_values, 2)[:, :, first:])
+            )
+        self._past = cache_from_layers(layers, getattr(self.backbone, "config", None))
         self._mask = mask[:, first:]
         self._last = stepped.clone()
         self._last[~keep] = fresh.last_hidden_state[:, -1]

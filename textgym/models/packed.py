@@ -18,7 +18,8 @@ for the duration of one layer's call only, so the model's other operations do no
 the mode's dispatch (7 ms of a 50 ms decoding step here).
 
 The packed copies cost as much memory as the weights they pack; :meth:`PackedLinears.clear`
-frees them.
+frees them. The oneDNN ops and the weight version counter are private torch APIs, reached through
+:mod:`textgym.compat` (without a version counter every use repacks).
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from textgym.compat import linear_packing_available, pack_linear_weight, packed_linear, tensor_version
+
 
 def available() -> bool:
     """True where this PyTorch can run packed oneDNN linear products."""
-    return bool(
-        torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
+    return linear_packing_available()
 
 
 class PackedLinears:
@@ -51,7 +50,7 @@ class PackedLinears:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and available()
         # id(weight) -> (weak reference to the weight, its data_ptr and version when packed, packed copy)
-        self._packed: dict[int, tuple[weakref.ref, int, int, torch.Tensor]] = {}
+        self._packed: dict[int, tuple[weakref.ref, int, int | None, torch.Tensor]] = {}
         self._active = 0  # depth of the open ``with`` blocks
         self._mode = _PackedLinearMode(self)
         self._pushed: list[bool] = []  # per layer call in progress: whether it switched the mode on
@@ -107,21 +106,23 @@ class PackedLinears:
     def packed(self, weight: torch.Tensor) -> torch.Tensor:
         """The packed copy of a (out, in) weight, made or remade as needed."""
         entry = self._packed.get(id(weight))
+        version = tensor_version(weight)  # None: unknown, so never trusted
         if (
             entry is not None
             and entry[0]() is weight
             and entry[1] == weight.data_ptr()
-            and entry[2] == weight._version
+            and version is not None
+            and entry[2] == version
         ):
             return entry[3]
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-        self._packed[id(weight)] = (weakref.ref(weight), weight.data_ptr(), weight._version, packed)
+        packed = pack_linear_weight(weight)
+        self._packed[id(weight)] = (weakref.ref(weight), weight.data_ptr(), version, packed)
         return packed
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``F.linear(x, weight, bias)``, on the packed weight where it applies."""
         if _packable(x, weight, bias):
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed(weight), bias, "none", [], "")
+            return packed_linear(x, self.packed(weight), bias)
         return F.linear(x, weight, bias)
 
 

@@ -34,8 +34,11 @@ def embedder_dir() -> Path:
 def _load_embedder() -> tuple[object, torch.nn.Module]:
     from transformers import AutoModel, AutoTokenizer
 
+    from textgym.models.loading import quiet_progress_bars
+
     path = embedder_dir()
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    with quiet_progress_bars():
+        return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
 
 @torch.inference_mode()

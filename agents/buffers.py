@@ -1,0 +1,221 @@
+"""TextPPO's rollout buffer: whole episodes, their per-token rewards and GAE, and minibatches of
+episodes, in the shape of Stable-Baselines3's ``RolloutBuffer`` (``add``,
+``compute_returns_and_advantage``, ``get``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecNormalize
+
+from .rollout import TokenBatch
+
+KL_ESTIMATORS = ("k1", "k3")
+REWARD_NORMALIZATIONS = ("none", "running", "batch")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs.
+
+    k1: log p - log q (unbiased, can be negative); k3: (q/p - 1) - log(q/p) (unbiased, >= 0).
+    """
+    if estimator == "k1":
+        return log_probs - ref_log_probs
+    if estimator == "k3":
+        log_ratio = (ref_log_probs - log_probs).clamp(-20, 20)
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token GAE advantages and returns, (B, R) each; an episode's last token is terminal
+    (its reward is the finished text's, so nothing is bootstrapped after it)."""
+    mask = mask.float()
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        following = mask[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        next_value = values[:, t + 1] * following if t + 1 < rewards.shape[1] else following
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * following * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries (others set to 0)."""
+    mean = masked_mean(x, mask)
+    std = masked_mean((x - mean) ** 2, mask).sqrt()
+    return torch.where(mask, (x - mean) / (std + 1e-8), torch.zeros_like(x))
+
+
+class TokenRolloutSamples(NamedTuple):
+    """A minibatch of whole episodes (the counterpart of SB3's ``RolloutBufferSamples``)."""
+
+    episodes: TokenBatch  # b episodes: ids, masks, emitted tokens, their old log-probs and values
+    advantages: torch.Tensor  # (b, R), 0 past each episode's end
+    returns: torch.Tensor  # (b, R)
+
+
+class TokenRolloutBuffer(BaseBuffer):
+    """One batch of whole episodes, as TextPPO collects them: B left-padded token sequences
+    (a :class:`TokenBatch`) and their B task rewards; per-token rewards, advantages and returns.
+
+    Its constructor takes the arguments SB3's ``OnPolicyAlgorithm._setup_model`` passes to a
+    rollout buffer, so TextPPO builds it as SB3's PPO builds its ``RolloutBuffer``; the size is
+    counted in episodes, not env steps (an episode is many steps, one per token).
+
+    :param buffer_size: episodes per batch (TextPPO's ``batch_episodes``, which is its ``n_steps``).
+    :param observation_space: the env's (kept as SB3 keeps it; episodes are stored as tokens).
+    :param action_space: the env's.
+    :param device: where the episodes and advantages live.
+    :param gae_lambda: GAE's lambda over the tokens of an episode.
+    :param gamma: discount per token (1: a text's reward is not discounted).
+    :param n_envs: SB3's count of envs; unused (TextPPO draws every episode from one env).
+    :param kl_estimator: per-token KL(policy || reference): ``"k1"`` (log p - log q) or ``"k3"``
+        ((q/p - 1) - log(q/p)).
+    :param reward_normalization: ``"none"``, ``"running"`` (task rewards divided by their
+        running std) or ``"batch"`` (standardised within the batch).
+    :param normalize_advantage: whiten the advantages over the batch's emitted tokens.
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: torch.device | str = "auto",
+        gae_lambda: float = 1.0,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        kl_estimator: str = "k1",
+        reward_normalization: str = "none",
+        normalize_advantage: bool = True,
+    ):
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.gae_lambda = gae_lambda
+        self.gamma = gamma
+        self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        self.reward_normalization = check_choice(
+            "reward_normalization", reward_normalization, REWARD_NORMALIZATIONS
+        )
+        self.normalize_advantage = normalize_advantage
+        self.episodes: TokenBatch | None = None
+        self.task_rewards: torch.Tensor | None = None  # (B,) one per finished text
+        self.kl: torch.Tensor | None = None  # (B, R) per-token KL estimates
+        self.advantages: torch.Tensor | None = None  # (B, R)
+        self.returns: torch.Tensor | None = None  # (B, R)
+        self.sequence_kl = 0.0  # the batch's mean KL, nats per episode
+
+    def reset(self) -> None:
+        self.episodes = self.task_rewards = self.kl = self.advantages = self.returns = None
+        self.sequence_kl = 0.0
+        super().reset()
+
+    def add(self, episodes: TokenBatch, rewards: np.ndarray | Sequence[float]) -> None:
+        """Store a batch of ``buffer_size`` finished episodes and their task rewards (B,)."""
+        if len(episodes.ids) != self.buffer_size or np.shape(rewards) != (self.buffer_size,):
+            raise ValueError(
+                f"the buffer takes {self.buffer_size} episodes and as many rewards, got "
+                f"{len(episodes.ids)} episodes and rewards of shape {np.shape(rewards)}"
+            )
+        self.reset()
+        self.episodes = episodes
+        self.task_rewards = torch.as_tensor(rewards, device=self.device)
+        self.pos, self.full = self.buffer_size, True
+
+    def _episodes(self) -> TokenBatch:
+        if self.episodes is None:
+            raise RuntimeError("the buffer is empty: add() a batch of episodes first")
+        return self.episodes
+
+    def _chunks(self, size: int | None, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Indices of consecutive groups of ``size`` episodes (of ``order``, a permutation)."""
+        order = torch.arange(self.buffer_size) if order is None else order
+        size = size or self.buffer_size
+        for first in range(0, self.buffer_size, size):
+            yield order[first : first + size]
+
+    @torch.no_grad()
+    def compute_returns_and_advantage(
+        self,
+        kl_coef: float,
+        reference: Callable[[TokenBatch], torch.Tensor] | None = None,
+        reward_stats: RunningMeanStd | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Per-token rewards (the KL penalty ``-kl_coef * KL_t``, plus the task reward on each
+        episode's last token), then GAE advantages and returns.
+
+        :param kl_coef: weight of the per-token KL penalty.
+        :param reference: episodes -> (N,) log-probs of their N emitted tokens under the frozen
+            reference, in the distribution the KL compares; None: no reference pass (KL 0).
+        :param reward_stats: the running statistics ``reward_normalization="running"`` updates
+            and divides by (kept by the algorithm, so that they are saved with it).
+        :param batch_size: episodes per reference forward pass (None: all at once).
+        """
+        episodes = self._episodes()
+        mask = episodes.response_mask  # (B, R)
+        kl = torch.zeros_like(episodes.log_probs)
+        if reference is not None:
+            for index in self._chunks(batch_size):
+                part = episodes.select(index)
+                select = part.response_mask
+                rows = torch.zeros_like(part.kl_log_probs)
+                rows[select] = kl_penalty(part.kl_log_probs[select], reference(part), self.kl_estimator)
+                kl[index] = rows
+        scores = self.task_rewards.float()
+        if self.reward_normalization == "running":
+            if reward_stats is None:
+                raise ValueError('reward_normalization="running" needs reward_stats (a RunningMeanStd)')
+            reward_stats.update(scores.cpu().numpy())
+            scores = scores / float(np.sqrt(reward_stats.var + 1e-8))
+        elif self.reward_normalization == "batch":
+            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        rewards = -kl_coef * kl
+        last = (episodes.lengths - 1).clamp(min=0)
+        rewards[torch.arange(len(last)), last] += scores
+        advantages, returns = gae(rewards, episodes.values, mask, self.gamma, self.gae_lambda)
+        if self.normalize_advantage:
+            advantages = whiten(advantages, mask)
+        self.kl, self.advantages, self.returns = kl, advantages, returns
+        self.sequence_kl = float(kl.sum(-1).mean())
+
+    def get(
+        self, batch_size: int | None = None, generator: torch.Generator | None = None
+    ) -> Generator[TokenRolloutSamples, None, None]:
+        """Minibatches of ``batch_size`` whole episodes (None: all) in an order drawn from
+        ``generator`` (None: torch's global one); each episode appears once per call."""
+        if self.advantages is None:
+            raise RuntimeError("get() needs advantages: call compute_returns_and_advantage() first")
+        device = None if generator is None else generator.device
+        order = torch.randperm(self.buffer_size, generator=generator, device=device)
+        for index in self._chunks(batch_size, order):
+            yield self._get_samples(index)
+
+    def _get_samples(
+        self, batch_inds: np.ndarray | torch.Tensor, env: VecNormalize | None = None
+    ) -> TokenRolloutSamples:
+        index = torch.as_tensor(batch_inds)
+        return TokenRolloutSamples(
+            self._episodes().select(index), self.advantages[index], self.returns[index]
+        )

@@ -1,0 +1,205 @@
+"""What the leaderboard runs and what it records: its settings (:class:`LeaderboardConfig`), one
+run (:class:`RunSpec`, keyed by everything its result depends on) and the JSON lines of
+``runs.jsonl`` (reading, appending, pooling per-prompt values over seeds).
+
+``leaderboard.py`` runs and appends, ``board.py`` renders; both import this module, which
+imports neither of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import textgym
+from textgym.models import DEFAULT_MODEL, TINY_MODEL
+
+from .evaluation import mean_ci
+from .hyperparams import hyperparams
+from .training import FLAT_HYPERPARAMS, TrainConfig
+
+AGENTS = ("sample", "greedy", "ppo", "textppo")
+TRAINED = {"ppo": "ppo", "textppo": "textppo"}  # agent -> algorithm
+
+
+@dataclass
+class LeaderboardConfig:
+    """What the leaderboard runs; ``quick`` swaps in the tiny model, small budgets and the
+    registry's quick hyperparameters."""
+
+    quick: bool = field(
+        default=False, metadata={"help": "tiny model, one seed, small budgets and batches (minutes)"}
+    )
+    envs: str = field(default="", metadata={"help": 'comma-separated env ids ("": every registered env)'})
+    agents: str = field(default=",".join(AGENTS), metadata={"help": "comma-separated agents"})
+    seeds: str = field(default="0,1", metadata={"help": "comma-separated seeds (quick: 0)"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name or path (quick: tiny)"})
+    budget_tokens: int = field(
+        default=100_000, metadata={"help": "generated tokens per trained run (quick: 1024)"}
+    )
+    budget_minutes: float = field(
+        default=5.0, metadata={"help": "training wall time per trained run (quick: 0.5)"}
+    )
+    eval_prompts: int = field(
+        default=64, metadata={"help": "test prompts per evaluation, the same for every agent (quick: 8)"}
+    )
+    results: str = field(
+        default="leaderboard",
+        metadata={"help": "folder of runs.jsonl and the run directories (quick: leaderboard-quick)"},
+    )
+    board: str = field(
+        default="",
+        metadata={"help": 'the markdown board, its plots next to it in leaderboard/ ("": in --results)'},
+    )
+
+    def resolved(self) -> LeaderboardConfig:
+        """The settings that run: ``quick`` swaps in its own values for the fields left at their
+        defaults (the tiny model, one seed, small budgets, a separate results folder); the board
+        goes in the results folder unless given."""
+        config = self
+        if self.quick:
+            quick = dict(
+                model=TINY_MODEL,
+                seeds="0",
+                budget_tokens=1_024,
+                budget_minutes=0.5,
+                eval_prompts=8,
+                results="leaderboard-quick",
+            )
+            defaults = LeaderboardConfig()
+            keep = {k: v for k, v in quick.items() if getattr(self, k) == getattr(defaults, k)}
+            config = dataclasses.replace(self, **keep)
+        if not config.board:
+            config = dataclasses.replace(config, board=str(Path(config.results) / "LEADERBOARD.md"))
+        return config
+
+    def env_ids(self) -> list[str]:
+        ids = [e for e in self.envs.split(",") if e] or list(textgym.ENVS)
+        unknown = [e for e in ids if e not in gym.registry]
+        if unknown:
+            raise ValueError(f"unknown envs {unknown}: expected ids from {list(textgym.ENVS)}")
+        return ids
+
+    def agent_names(self) -> list[str]:
+        names = [a for a in self.agents.split(",") if a]
+        unknown = [a for a in names if a not in AGENTS]
+        if unknown or not names:
+            raise ValueError(f"unknown agents {unknown or names}: expected names from {list(AGENTS)}")
+        return names
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s]
+        except ValueError:
+            raise ValueError(f"seeds must be comma-separated ints, got {self.seeds!r}") from None
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        return seeds
+
+    def train_config(self, env_id: str, agent: str, seed: int) -> TrainConfig:
+        """A trained agent's run: the budgets here, the registry's hyperparameters (resolved)."""
+        return TrainConfig(
+            env=env_id,
+            algo=TRAINED[agent],
+            model=self.model,
+            seed=seed,
+            budget_tokens=self.budget_tokens,
+            budget_minutes=self.budget_minutes,
+            eval_prompts=self.eval_prompts,
+            eval_every_minutes=0,  # the curve comes from the training batches
+            profile="quick" if self.quick else "default",
+        ).resolved()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    env: str
+    agent: str
+    seed: int
+
+    def key(self, config: LeaderboardConfig) -> str:
+        """Identifies the run and everything its result depends on (resuming skips known keys)."""
+        train = None
+        if self.agent in TRAINED:
+            train = dataclasses.asdict(config.train_config(self.env, self.agent, self.seed))
+        return self._key(config, train)
+
+    def keys(self, config: LeaderboardConfig) -> set[str]:
+        """The key, and the one the same run had before the hyperparameter registry."""
+        return {self.key(config), self.legacy_key(config)}
+
+    def legacy_key(self, config: LeaderboardConfig) -> str:
+        """The key of this run's records written before the hyperparameter registry, when the
+        train settings were one flat dataclass (the published board's records carry such keys).
+        Those runs used the registry's values of today, which tests/test_hyperparams.py pins:
+        when a registry value changes, re-run the leaderboard and remove this."""
+        if self.agent not in TRAINED:
+            return self.key(config)
+        train = config.train_config(self.env, self.agent, self.seed)
+        both = {
+            **hyperparams("ppo", self.env, train.profile),
+            **hyperparams("textppo", self.env, train.profile),
+            **train.hyperparams,
+        }
+        flat = {
+            **{k: v for k, v in dataclasses.asdict(train).items() if k not in ("profile", "hyperparams")},
+            **{k: both[k] for k in FLAT_HYPERPARAMS},
+            "lora": bool(both["policy_kwargs"].get("lora")),
+        }
+        return self._key(config, flat)
+
+    def _key(self, config: LeaderboardConfig, train: dict[str, Any] | None) -> str:
+        settings: dict[str, Any] = {
+            "model": config.model,
+            "eval_prompts": config.eval_prompts,
+            **dataclasses.asdict(self),
+        }
+        if train is not None:
+            settings["train"] = train
+        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.env}-{self.agent}-s{self.seed}-{digest}"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records in ``runs.jsonl``; a torn last line (a crash while writing) is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:  # append only: earlier results are never rewritten
+        handle.write(json.dumps(record) + "\n")
+
+
+def trained_tokens(record: dict[str, Any]) -> int:
+    """Tokens of the batches that were trained on: the curve's last point (a batch abandoned
+    when the budget ran out counts in the SB3 timesteps, but not here)."""
+    return int(record["curve"][-1]["tokens"]) if record["curve"] else 0
+
+
+def pooled(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    """Mean and 95% half-width over examples of each example's mean over the runs (seeds)."""
+    by_index: dict[int, list[float]] = {}
+    for run in runs:
+        for index, value in zip(run["per_example"]["index"], run["per_example"][key]):
+            by_index.setdefault(index, []).append(value)
+    values = [float(np.mean(v)) for _, v in sorted(by_index.items())]
+    if all(math.isnan(v) for v in values):
+        return float("nan"), float("nan")
+    return mean_ci(values)

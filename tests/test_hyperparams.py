@@ -1,0 +1,177 @@
+"""The hyperparameter registry (``agents/hyperparams/<algo>.yml``) and its overrides."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import textgym
+from textgym.agents.checkpoints import ALGOS
+from textgym.agents.hyperparams import (
+    FOLDER,
+    PROFILES,
+    describe,
+    hyperparams,
+    params,
+    parse_overrides,
+    policy_keys,
+    registry,
+)
+
+# The values of every run before the registry, and of the published leaderboard: changing one
+# is a new experiment (re-run the leaderboard, then drop RunSpec.legacy_key).
+PUBLISHED = {
+    "textppo": dict(learning_rate=2e-5, batch_episodes=64, minibatch_episodes=8, kl_coef=0.05,
+                    policy_kwargs={}),
+    "ppo": dict(learning_rate=2e-5, n_envs=8, n_steps=16, batch_size=8, n_epochs=1, gamma=1.0,
+                gae_lambda=0.95, ent_coef=0.05, vf_coef=0.1, max_grad_norm=1.0, kl_coef=0.05,
+                policy_kwargs={}),
+    "a2c": dict(learning_rate=2e-5, n_envs=8, n_steps=16, gamma=1.0, gae_lambda=0.95, ent_coef=0.05,
+                vf_coef=0.1, max_grad_norm=1.0, kl_coef=0.05, policy_kwargs={}),
+}  # fmt: skip
+QUICK = {  # the quick leaderboard's (and the tests') smaller batches
+    "textppo": dict(batch_episodes=16, minibatch_episodes=8),
+    "ppo": dict(n_envs=4, n_steps=8),
+    "a2c": dict(n_envs=4, n_steps=8),
+}
+
+
+@pytest.mark.parametrize("env_id", list(textgym.ENVS))
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_registry_values_per_env_and_profile(algo, env_id):
+    default = hyperparams(algo, env_id)
+    assert set(default) == set(params(algo))
+    assert {key: default[key] for key in PUBLISHED[algo]} == PUBLISHED[algo]
+    constructor = inspect.signature(ALGOS[algo].__init__).parameters
+    for key, value in default.items():  # the rest: the algorithm's own defaults
+        if key not in PUBLISHED[algo]:
+            assert value == constructor[key].default, key
+    assert hyperparams(algo, env_id, "quick") == {**default, **QUICK[algo]}
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_each_file_names_every_env_and_says_how_its_values_were_found(algo):
+    text = (FOLDER / f"{algo}.yml").read_text()
+    assert "How they were found:" in text
+    assert set(registry(algo)) == {*textgym.ENVS, "quick"}
+
+
+def test_textppo_keys_follow_its_constructor():
+    keys = set(params("textppo"))
+    assert {"learning_rate", "n_epochs", "clip_range", "kl_estimator", "policy_kwargs"} <= keys
+    assert not keys & {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "n_envs"}
+    assert {"n_envs", "kl_coef", "policy_kwargs"} <= set(params("ppo"))
+
+
+def test_overrides_are_parsed_with_the_type_of_the_default():
+    pairs = [
+        "learning_rate=1e-4",
+        "n_epochs=2",
+        "gamma=1",  # an int where a float is expected
+        "normalize_advantage=false",
+        "clip_range_vf=none",  # a default that may be None
+        "kl_estimator=k3",
+        "policy_kwargs.lora=true",
+        "policy_kwargs.temperature=0.7",
+    ]
+    overrides = parse_overrides("textppo", pairs)
+    assert overrides == {
+        "learning_rate": 1e-4,
+        "n_epochs": 2,
+        "gamma": 1.0,
+        "normalize_advantage": False,
+        "clip_range_vf": None,
+        "kl_estimator": "k3",
+        "policy_kwargs": {"lora": True, "temperature": 0.7},
+    }
+    assert type(overrides["gamma"]) is float and type(overrides["n_epochs"]) is int
+    resolved = hyperparams("textppo", "TextGen-Sentiment-v0", "quick", overrides)
+    assert resolved == {**hyperparams("textppo", "TextGen-Sentiment-v0", "quick"), **overrides}
+    assert parse_overrides("ppo", ["policy_kwargs={top_k: 8}", "target_kl=0.02"]) == {
+        "policy_kwargs": {"top_k": 8},
+        "target_kl": 0.02,
+    }
+
+
+@pytest.mark.parametrize(
+    ("algo", "pair", "message"),
+    [
+        (
+            "textppo",
+            "lr=1e-3",
+            "unknown hyperparameter 'lr' for textppo; accepted: learning_rate, batch_episodes",
+        ),
+        (
+            "ppo",
+            "batch_episodes=4",
+            "unknown hyperparameter 'batch_episodes' for ppo; accepted: learning_rate",
+        ),
+        (
+            "textppo",
+            "batch_episodes=2.5",
+            "hyperparameter 'batch_episodes' of textppo takes an int, got '2.5'",
+        ),
+        ("textppo", "learning_rate=fast", "'learning_rate' of textppo takes a finite float, got 'fast'"),
+        ("textppo", "learning_rate=nan", "'learning_rate' of textppo takes a finite float, got nan"),
+        ("textppo", "gamma=none", "'gamma' of textppo takes a finite float, got 'none'"),
+        ("textppo", "normalize_advantage=maybe", "takes a bool, got 'maybe'"),
+        ("textppo", "batch_episodes=0", "'batch_episodes' of textppo must be >= 1, got 0"),
+        ("ppo", "kl_coef=-1", "'kl_coef' of ppo must be >= 0, got -1.0"),
+        ("textppo", "learning_rate", "overrides take key=value, got 'learning_rate'"),
+        ("textppo", "policy_kwargs.model=gpt2", "the model is --model"),
+        ("textppo", "policy_kwargs.colour=red", "policy_kwargs takes plain values"),
+        ("textppo", "policy_kwargs.temperature=0", "policy_kwargs: temperature"),
+    ],
+)
+def test_bad_overrides_are_one_clear_error(algo, pair, message):
+    with pytest.raises(ValueError) as error:
+        parse_overrides(algo, [pair])
+    assert message in str(error.value)
+
+
+def test_an_override_given_twice_is_an_error():
+    with pytest.raises(ValueError, match="'learning_rate' is given twice"):
+        parse_overrides("textppo", ["learning_rate=1e-3", "learning_rate=1e-4"])
+
+
+def test_values_that_follow_others():
+    # Stock PPO/A2C: ent_coef is kl_coef unless set (the objective is reward - kl_coef * KL).
+    assert hyperparams("ppo", "TextGen-Sentiment-v0", overrides={"kl_coef": 0.2})["ent_coef"] == 0.2
+    assert (
+        hyperparams("a2c", "TextGen-Sentiment-v0", overrides={"kl_coef": 0.2, "ent_coef": 0.0})["ent_coef"]
+        == 0
+    )
+    # TextPPO: a smaller batch takes the minibatch down with it, unless the minibatch is set.
+    assert (
+        hyperparams("textppo", "TextGen-Sentiment-v0", overrides={"batch_episodes": 4})["minibatch_episodes"]
+        == 4
+    )
+    with pytest.raises(ValueError, match=r"minibatch_episodes \(8\) exceeds batch_episodes \(4\)"):
+        hyperparams(
+            "textppo", "TextGen-Sentiment-v0", overrides={"batch_episodes": 4, "minibatch_episodes": 8}
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("dqn", "TextGen-Sentiment-v0"), "unknown algo 'dqn'"),
+        (("textppo", "CartPole-v1"), "no textppo hyperparameters for 'CartPole-v1'"),
+        (("textppo", "TextGen-Sentiment-v0", "huge"), "unknown hyperparameter profile 'huge'"),
+    ],
+)
+def test_unknown_algo_env_or_profile(args, message):
+    with pytest.raises(ValueError, match=message):
+        hyperparams(*args)
+
+
+def test_describe_lists_every_hyperparameter_with_its_values():
+    text = describe()
+    for algo in ALGOS:
+        block = text.split(f"\n{algo}:\n")[1].split("\n\n")[0]
+        for key, param in params(algo).items():
+            line = next(line for line in block.splitlines() if line.split()[0] == key)
+            assert param.describe() in line and repr(hyperparams(algo, "TextGen-Sentiment-v0")[key]) in line
+        assert ", ".join(policy_keys()) in block
+    assert "[quick: 16]" in text and set(PROFILES) == {"default", "quick"}
