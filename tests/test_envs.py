@@ -320,6 +320,24 @@ def test_bad_reset_options_raise(options, match):
         env.reset(options=options)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"max_new_tokens": 10**12},
+            r"max_prompt_tokens \+ max_new_tokens = 32 \+ 1000000000000 exceeds the 2048",
+        ),
+        ({"max_new_tokens": 10**6}, r"exceeds the 2048 positions model 'tiny' attends to"),
+        ({"max_prompt_tokens": 2048, "max_new_tokens": 1}, r"2048 \+ 1 exceeds"),
+    ],
+)
+def test_lengths_past_the_model_context_are_one_error(kwargs, match):
+    """10**12 new tokens used to raise MemoryError for a 931 GiB array; 10**6 was accepted."""
+    with pytest.raises(ValueError, match=match):
+        make("TextGen-Sentiment-v0", **kwargs)
+    make("TextGen-Sentiment-v0", max_prompt_tokens=2000, max_new_tokens=48)  # fits exactly
+
+
 @pytest.mark.parametrize("options", [[1], "x", 3, ("index", 1)])
 def test_reset_options_that_are_not_a_dict_are_one_error_naming_options(options):
     env = make("TextGen-Sentiment-v0")

@@ -175,8 +175,9 @@ def test_corrupt_cache_names_the_folder_to_delete(monkeypatch, tmp_path):
 
 def test_stale_staging_folders_are_cleaned(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    models = tmp_path / "models"
-    old, fresh = models / ".converting-old", models / ".converting-fresh"
+    version = loading.importlib.metadata.version(loading._GGUF_PACKAGE)
+    models, name = tmp_path / "models", f"{DEFAULT_MODEL}-{version}"
+    old, fresh = models / f".{name}.old.tmp", models / f".{name}.fresh.tmp"
     old.mkdir(parents=True)
     fresh.mkdir()
     os.utime(old, (0, 0))
@@ -331,3 +332,59 @@ def test_a_fresh_conversion_is_a_plain_fp32_model(monkeypatch, tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     reference = load_model(str(path))
     assert torch.equal(reference.lm_head.weight, model.lm_head.weight)
+
+
+def fake_conversion(monkeypatch):
+    """Make "converting the GGUF" produce the tiny model in no time; returns the call counter."""
+    calls = []
+
+    def convert():
+        calls.append(1)
+        return load_model("tiny")
+
+    monkeypatch.setattr(loading, "load_gguf_model", convert)
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: load_tokenizer("tiny"))
+    return calls
+
+
+def test_a_truncated_cache_is_converted_again_with_one_message(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    calls = fake_conversion(monkeypatch)
+    target = loading.default_model_dir()
+    marker = json.loads((target / loading._MARKER).read_text())
+    weights = target / "model.safetensors"
+    assert marker["sizes"]["model.safetensors"] == weights.stat().st_size
+    with weights.open("r+b") as handle:  # a disk that filled up, a copy that was cut short
+        handle.truncate(weights.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        assert loading.default_model_dir() == target
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "textgym.models.loading"]
+    assert "damaged (model.safetensors has" in message and "converting it again" in message
+    assert len(calls) == 2 and weights.stat().st_size == marker["sizes"]["model.safetensors"]
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
+    load_model(DEFAULT_MODEL)  # loads again
+
+
+def test_a_cache_corrupted_in_place_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    fake_conversion(monkeypatch)
+    weights = loading.default_model_dir() / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(b"\xff" * size)  # same size, garbage: only the load can tell
+    with pytest.raises(
+        ValueError, match=r"cached copy of the default model .* is unreadable .*delete that folder"
+    ):
+        load_model(DEFAULT_MODEL)
+
+
+def test_the_cache_gets_the_process_file_mode_not_owner_only(monkeypatch, tmp_path):
+    """One cache can serve every user of a machine: tempfile's 0700/0600 must not stick."""
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    fake_conversion(monkeypatch)
+    old = os.umask(0o022)
+    try:
+        target = loading.default_model_dir()
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in target.iterdir()} == {0o644}

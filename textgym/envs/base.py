@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textgym.datasets import Example, load_dataset
-from textgym.models import DEFAULT_MODEL, eos_token_ids, load_tokenizer, logits_width
+from textgym.models import DEFAULT_MODEL, context_length, eos_token_ids, load_tokenizer, logits_width
 from textgym.rewards import RewardFunction, make_reward, reward_name, score
 
 # Added to the task reward when the agent emits a token id past the tokenizer's vocabulary
@@ -116,6 +116,13 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.reward_fn: RewardFunction = make_reward(task.reward if reward is None else reward)
 
         self.tokenizer = load_tokenizer(model)
+        positions = context_length(model)
+        if positions is not None and self.max_prompt_tokens + self.max_new_tokens > positions:
+            raise ValueError(
+                f"max_prompt_tokens + max_new_tokens = {self.max_prompt_tokens} + {self.max_new_tokens} "
+                f"exceeds the {positions} positions model {model!r} attends to: lower max_new_tokens "
+                "or max_prompt_tokens"
+            )
         self.vocab_size = logits_width(model)  # V; may exceed len(tokenizer)
         if self.vocab_size < len(self.tokenizer):
             raise ValueError(

@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -38,6 +38,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from textgym.atomic import staged_dir, write_text
 from textgym.compat import gguf_dequantize_kwargs, strip_quantization
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -125,54 +126,98 @@ def _migrate_cache(target: Path) -> None:
     if not isinstance(config, dict) or "quantization_config" not in config:
         return
     del config["quantization_config"]
-    tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     logger.warning(
         "textgym: dropped the GGUF quantization_config from the cached default model in %s "
         "(its weights are plain fp32)",
         target,
     )
+    _record_sizes(target)  # the config's size changed
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != _MARKER}
+
+
+def _record_sizes(target: Path) -> None:
+    """Store every file's size in the marker, so that a later truncation is noticed."""
+    marker = json.loads((target / _MARKER).read_text())
+    marker["sizes"] = _file_sizes(target)
+    write_text(target / _MARKER, json.dumps(marker, indent=2))
+
+
+def cache_damage(target: Path) -> str | None:
+    """What is wrong with a finished cached copy (a file missing or of the wrong size), or None.
+
+    Copies made before sizes were recorded get them recorded now, once."""
+    try:
+        marker = json.loads((target / _MARKER).read_text())
+    except (OSError, ValueError) as err:
+        return f"its marker {_MARKER} is unreadable ({err})"
+    expected = marker.get("sizes") if isinstance(marker, dict) else None
+    if not isinstance(expected, dict):
+        _record_sizes(target)
+        return None
+    found = _file_sizes(target)
+    for name, size in expected.items():
+        if name not in found:
+            return f"{name} is missing"
+        if found[name] != size:
+            return f"{name} has {found[name]:,} bytes where the conversion wrote {size:,}"
+    return None
 
 
 def default_model_dir() -> Path:
-    """Return the safetensors copy of the default model, converting the GGUF file once."""
+    """Return the safetensors copy of the default model, converting the GGUF file once.
+
+    A copy whose files no longer have the sizes the conversion wrote (a truncated
+    ``model.safetensors``, say) is converted again, with a message."""
     package_dir = _gguf_package_dir()
     version = importlib.metadata.version(_GGUF_PACKAGE)
     target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{version}"
     if (target / _MARKER).is_file():
         _migrate_cache(target)
-        return target
+        damage = cache_damage(target)
+        if damage is None:
+            return target
+        logger.warning(
+            "textgym: the cached default model in %s is damaged (%s): converting it again", target, damage
+        )
+        _discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(".converting-*"):  # left by a killed conversion
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a killed conversion
         if time.time() - stale.stat().st_mtime > _STALE_SECONDS:
             shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
-        model = load_gguf_model()
-        with quiet_progress_bars():
-            model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        marker = {
-            "source": str(package_dir / _GGUF_FILE),
-            "package": f"{_GGUF_PACKAGE}=={version}",
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-        (staging / _MARKER).write_text(json.dumps(marker, indent=2))
+        with staged_dir(target) as staging:
+            tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=_GGUF_FILE)
+            model = load_gguf_model()
+            with quiet_progress_bars():
+                model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            marker = {
+                "source": str(package_dir / _GGUF_FILE),
+                "package": f"{_GGUF_PACKAGE}=={version}",
+                "seconds": round(time.perf_counter() - start, 2),
+                "sizes": _file_sizes(staging),
+            }
+            (staging / _MARKER).write_text(json.dumps(marker, indent=2))
+            if target.exists() and not (target / _MARKER).is_file():
+                _discard(target)  # a copy without its marker: an interrupted or foreign folder
+    except FileExistsError:
         if (target / _MARKER).is_file():  # another process finished the same conversion first
             return target
-        if target.exists():  # a copy without its marker: an interrupted or foreign folder
-            shutil.rmtree(target)
-        os.rename(staging, target)
-    except OSError:
-        if (target / _MARKER).is_file():  # lost a rename race to another process
-            return target
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _discard(target: Path) -> None:
+    """Move a bad copy aside, then delete it (a reader never sees it half-deleted)."""
+    aside = target.with_name(f".{target.name}.discarded-{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(target, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _resolve(name: str) -> str | Path:
@@ -183,7 +228,7 @@ def _from_pretrained(loader: Any, name: str | Path, **kwargs: Any) -> Any:
     try:
         with quiet_progress_bars():
             return loader.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         if isinstance(name, Path) and (name / _MARKER).is_file():
             raise ValueError(
                 f"the cached copy of the default model in {str(name)!r} is unreadable ({err}); "
@@ -235,6 +280,14 @@ def logits_width(name: str = DEFAULT_MODEL) -> int:
         return _tiny_config().vocab_size
     config = _from_pretrained(AutoConfig, _resolve(name))
     return int(config.get_text_config().vocab_size)
+
+
+def context_length(name: str = DEFAULT_MODEL) -> int | None:
+    """The most positions the model attends to (``max_position_embeddings``), None if unstated."""
+    name = _check_name(name)
+    config = _tiny_config() if name == TINY_MODEL else _from_pretrained(AutoConfig, _resolve(name))
+    value = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def load_model(
