@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from textgym.atomic import write_bytes, write_text
 
 from .records import TRAINED, LeaderboardConfig, RunSpec, pooled, trained_tokens
 
@@ -149,9 +151,9 @@ def plot_env(env: str, by_agent: dict[str, list[dict[str, Any]]], folder: Path) 
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_bytes(path, png.getvalue())
 
 
 def write_board(
@@ -197,8 +199,5 @@ def write_board(
     ]
     if missing:
         lines += ["## Not run yet", "", *[f"- {m}" for m in missing], ""]
-    board.parent.mkdir(parents=True, exist_ok=True)
-    tmp = board.with_name(f".{board.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, board)
+    write_text(board, "\n".join(lines))
     return board

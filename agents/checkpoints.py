@@ -2,46 +2,58 @@
 
 A run directory holds::
 
-    run.json                  the run's configuration, status and figures (rewritten atomically)
-    checkpoints/latest.zip    the agent (SB3 ``save``), replaced atomically
-    checkpoints/latest.json   what SB3 does not save: RNG states, the curve, time and tokens used
-    tb/                       TensorBoard logs
+    run.json                    the run's configuration, status and figures (rewritten atomically)
+    train.lock                  locked (``fcntl.flock``) by the process training the run, which
+                                writes its PID there; empty when no process trains it
+    checkpoints/current.json    ``{"checkpoint": n}``: which folder is the checkpoint
+    checkpoints/<n>/agent.zip   the agent (SB3 ``save``)
+    checkpoints/<n>/state.json  what SB3 does not save: RNG states, the curve, time and tokens used
+    tb/                         TensorBoard logs
     eval-before.json, eval-after.json, samples.md, curve.png
 
-Files are written to a temporary name and renamed, so a crash never leaves a half-written
-checkpoint in place of a good one.
+A checkpoint's archive and state are replaced as one unit: the folder ``<n>`` is filled under a
+temporary name and renamed into place (:func:`textgym.atomic.staged_dir`), then the pointer
+``current.json`` is replaced atomically (the commit), and only then are older folders removed.
+A run killed at any instant resumes from the old checkpoint or the new one, never from a mix.
+Runs written before checkpoint folders (``checkpoints/latest.zip`` and ``latest.json``) are read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
+
 from .ppo import TextPPO
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"textppo": TextPPO, "ppo": PPO, "a2c": A2C}
 RUN_FILE = "run.json"
-CHECKPOINT = Path("checkpoints") / "latest.zip"
-STATE = Path("checkpoints") / "latest.json"
+LOCK = "train.lock"
+CHECKPOINTS = Path("checkpoints")
+CURRENT = CHECKPOINTS / "current.json"
+ARCHIVE, STATE = "agent.zip", "state.json"  # in a checkpoint folder
+# The layout before checkpoint folders: two files, replaced one after the other.
+LEGACY_ARCHIVE, LEGACY_STATE = CHECKPOINTS / "latest.zip", CHECKPOINTS / "latest.json"
 
 
 class CheckpointError(ValueError):
     """A run directory or checkpoint that is missing, corrupt or not a textgym agent's."""
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file and a rename (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
+class RunBusyError(ValueError):
+    """A run directory that another process is training."""
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -54,14 +66,116 @@ def read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{what} {path} is corrupt: {err}") from err
 
 
-def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> None:
-    """Replace the run's checkpoint with ``agent`` and ``state`` (each atomically)."""
-    path = run_dir / CHECKPOINT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".latest.tmp.zip")
-    agent.save(tmp)
-    os.replace(tmp, path)
-    write_json(run_dir / STATE, state)
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's current checkpoint: the agent's archive, its state file and that state."""
+
+    archive: Path
+    state_file: Path
+    state: dict[str, Any]
+
+
+def current_files(run_dir: Path) -> tuple[Path, Path] | None:
+    """The archive and state file of ``run_dir``'s current checkpoint; None before the first."""
+    pointer = run_dir / CURRENT
+    if pointer.exists():
+        data = read_json(pointer, "checkpoint pointer")
+        n = data.get("checkpoint") if isinstance(data, dict) else None
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise CheckpointError(f"checkpoint pointer {pointer} is corrupt: expected {{'checkpoint': n}}")
+        folder = run_dir / CHECKPOINTS / str(n)
+        if not folder.is_dir():
+            raise CheckpointError(f"checkpoint pointer {pointer} names {folder}, which does not exist")
+        return folder / ARCHIVE, folder / STATE
+    if (run_dir / LEGACY_ARCHIVE).is_file():
+        return run_dir / LEGACY_ARCHIVE, run_dir / LEGACY_STATE
+    return None
+
+
+def read_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """``run_dir``'s current checkpoint with its state (None before the first checkpoint)."""
+    files = current_files(run_dir)
+    if files is None:
+        return None
+    state = read_json(files[1], "checkpoint state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint state {files[1]} is corrupt: not a JSON object")
+    return Checkpoint(*files, state)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Path:
+    """Make ``agent`` and ``state`` the run's checkpoint, as one unit (see the module
+    docstring); returns the checkpoint's folder."""
+    folder = run_dir / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    # Past any folder that a kill left before its pointer moved: a number is never reused.
+    n = 1 + max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
+    with staged_dir(folder / str(n)) as staging:
+        agent.save(staging / ARCHIVE)
+        _fsync(staging / ARCHIVE)
+        write_json(staging / STATE, state)
+    write_json(run_dir / CURRENT, {"checkpoint": n})  # the commit
+    # Then older checkpoints, staging left by a kill and the old layout go; what fails to go
+    # now goes at the next checkpoint.
+    legacy = (run_dir / LEGACY_ARCHIVE, run_dir / LEGACY_STATE)
+    for path in folder.iterdir():
+        if (path.name.isdigit() and path.name != str(n)) or path.name.startswith(".") or path in legacy:
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+    return folder / str(n)
+
+
+class RunLock:
+    """Holds ``run_dir/train.lock`` (``fcntl.flock``, exclusive) for a ``with`` block, so that
+    one process at a time trains a run; the holder's PID is in the file while it holds it. The
+    OS releases the lock when the process dies, so a run left "running" by a crash is free.
+    Creates ``run_dir`` if needed; :class:`RunBusyError` names the process that holds it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        path = self.run_dir / LOCK
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise ValueError(f"--out {self.run_dir} cannot be written: {err.strerror} ({path})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ValueError(f"cannot lock {path}: {err.strerror}") from None
+            holder = f"process {text}" if text.isdigit() else "another process"
+            raise RunBusyError(
+                f"run {self.run_dir} is being trained by {holder} (it holds {path}): "
+                "wait for it to end, or stop it, then --resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)  # no PID at rest: the file says nothing stale
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -88,15 +202,19 @@ def zip_algo(path: Path) -> str:
 
 
 def checkpoint_path(path: str | Path) -> tuple[Path, str]:
-    """The archive and algorithm behind ``path``: a run directory or an SB3 ``.zip``."""
+    """The archive and algorithm behind ``path``: a run directory (its current checkpoint) or
+    an SB3 ``.zip``."""
     path = Path(path)
     if path.is_dir():
         if not is_run_dir(path):
             raise CheckpointError(f"{path} is not a textgym run directory (it has no {RUN_FILE})")
         algo = read_run(path)["config"].get("algo")
-        archive = path / CHECKPOINT
+        files = current_files(path)
+        if files is None:
+            raise CheckpointError(f"run directory {path} has no checkpoint yet ({CURRENT} is missing)")
+        archive = files[0]
         if not archive.is_file():
-            raise CheckpointError(f"run directory {path} has no checkpoint yet ({CHECKPOINT} is missing)")
+            raise CheckpointError(f"run directory {path}: its checkpoint {archive} is missing")
     elif path.is_file():
         archive, algo = path, zip_algo(path)
     else:
@@ -107,7 +225,8 @@ def checkpoint_path(path: str | Path) -> tuple[Path, str]:
 
 
 def load_agent(path: str | Path, device: str = "cpu") -> BaseAlgorithm:
-    """The agent saved at ``path`` (a run directory or an SB3 ``.zip`` of TextPPO, PPO or A2C)."""
+    """The agent saved at ``path`` (a run directory's current checkpoint, or an SB3 ``.zip`` of
+    TextPPO, PPO or A2C)."""
     archive, algo = checkpoint_path(path)
     try:
         return ALGOS[algo].load(archive, device=device)

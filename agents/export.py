@@ -12,17 +12,14 @@ The directory loads with ``AutoModelForCausalLM.from_pretrained(out)`` or
     value_head.safetensors           the critic: the value head (and a separate critic trunk)
     README.md                        model card: env, algorithm, hyperparameters, metrics
 
-It is written to a temporary sibling directory and renamed into place, so a failed export
-leaves nothing at ``out``.
+It is written to a temporary sibling directory and renamed into place
+(:func:`textgym.atomic.staged_dir`), so a failed export leaves nothing at ``out``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ from transformers import (
 )
 
 import textgym
+from textgym.atomic import staged_dir
 from textgym.compat import strip_quantization
 from textgym.models import DEFAULT_MODEL, eos_token_ids
 from textgym.models.loading import quiet_progress_bars
@@ -70,21 +68,19 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
     lm = plain_lm(net)
     lm.generation_config = generation_config(net, lm)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    evaluations = _evaluations(checkpoint, run)
     try:
-        with quiet_progress_bars():
-            lm.save_pretrained(staging)
-        net.tokenizer.save_pretrained(staging)
-        save_file(critic_tensors(net), staging / VALUE_HEAD)
-        evaluations = _evaluations(checkpoint, run)
-        (staging / CARD).write_text(model_card(out.name, net, agent, algo, archive, run, evaluations))
-        _check_out(out)  # nothing appeared there meanwhile
-        if out.is_dir():
-            out.rmdir()  # empty: renaming over it is not portable
-        os.rename(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_dir(out) as staging:
+            with quiet_progress_bars():
+                lm.save_pretrained(staging)
+            net.tokenizer.save_pretrained(staging)
+            save_file(critic_tensors(net), staging / VALUE_HEAD)
+            (staging / CARD).write_text(model_card(out.name, net, agent, algo, archive, run, evaluations))
+            _check_out(out)  # nothing appeared there meanwhile
+            if out.is_dir():
+                out.rmdir()  # empty: staged_dir renames only onto a path that does not exist
+    except FileExistsError:  # another process created out between the check and the rename
+        raise ValueError(f"--out {out} was created by another process during the export") from None
     return out
 
 

@@ -10,7 +10,8 @@ A value comes from, the last one winning: the algorithm's constructor default, t
 for the env, its ``quick`` block (profile ``"quick"``), the overrides. The keys are the
 constructor's keyword arguments (``inspect.signature``) but for those textgym sets itself, plus
 :data:`EXTRA` (settings textgym applies around the algorithm). Every value is checked against
-the type of its default, so a bad key or value stops a run before anything is written.
+the type of its default, and the resolved values go through the algorithm's own argument
+checks (:func:`check_constructor`), so a bad key or value stops a run before anything is written.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import yaml
 
 from .checkpoints import ALGOS
 from .network import LMPolicyConfig
-from .policies import PASSED_THROUGH
+from .policies import PASSED_THROUGH, LMActorCriticPolicy
 
 FOLDER = Path(__file__).parent / "hyperparams"
 PROFILES = ("default", "quick")
@@ -214,7 +215,19 @@ def hyperparams(
             f"minibatch_episodes ({values['minibatch_episodes']}) exceeds "
             f"batch_episodes ({values['batch_episodes']})"
         )
+    check_constructor(algo, values)
     return values
+
+
+def check_constructor(algo: str, values: dict[str, Any]) -> None:
+    """Run ``algo``'s own checks of its arguments (``kl_estimator`` one of its estimators,
+    ``gamma`` in [0, 1], ...) on the resolved ``values`` without building it: no env and no
+    model, as SB3's ``load`` constructs an algorithm. ValueError names what it rejects."""
+    policy = "LMPolicy" if algo == "textppo" else LMActorCriticPolicy
+    try:
+        ALGOS[algo](policy, None, device="cpu", _init_setup_model=False, **constructor_kwargs(algo, values))
+    except (AssertionError, TypeError, ValueError) as err:  # SB3 asserts some of its arguments
+        raise ValueError(f"hyperparameters of {algo}: {err}") from None
 
 
 def constructor_kwargs(algo: str, values: dict[str, Any]) -> dict[str, Any]:

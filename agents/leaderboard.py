@@ -3,7 +3,8 @@ the same way, one JSON line per run, and a markdown board with plots regenerated
 
 Agents: ``sample`` (the untrained model, sampling), ``greedy`` (the untrained model, greedy),
 ``ppo`` (stock SB3 PPO with ``LMActorCriticPolicy`` and the KL reward wrapper) and ``textppo``.
-Each run happens in its own process (so its peak memory is its own, and a crash loses one run);
+Each run happens in its own process (so its peak memory is its own, and a crash loses one run),
+which dies with the leaderboard's (so a rerun never resumes a run that an orphan still writes);
 runs already in the results file are skipped, and a trained run resumes from its checkpoint.
 What a run is and how its record reads live in :mod:`textgym.agents.records`; the board is
 rendered by :mod:`textgym.agents.board`.
@@ -11,12 +12,19 @@ rendered by :mod:`textgym.agents.board`.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import multiprocessing
+import os
+import queue as queues
 import resource
+import signal
+import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,25 +123,89 @@ def run_one(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any
     }
 
 
-def _child(config: LeaderboardConfig, spec: RunSpec, out: str, queue: Any) -> None:
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WATCH_SECONDS = 0.5  # how often the fallback watchdog looks at the parent
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (its parent's pid) ends, however it ends (``kill -9``
+    included, where the parent can clean up nothing): Linux's parent-death signal, and a
+    watchdog thread wherever that is missing. The signal follows the parent *thread* that
+    started this process, so that thread must wait for this process (``run_in_child`` does)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)  # this process's symbols, libc's among them
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc or no prctl: the watchdog alone
+            pass
+    _watch_parent(parent)
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    """A daemon thread that ends this process once its parent is no longer ``parent`` (an
+    orphan is adopted by another process, so ``os.getppid()`` changes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _child(target: Callable[..., Any], args: tuple[Any, ...], parent: int, queue: Any) -> None:
+    die_with_parent(parent)
     try:
-        queue.put(("ok", run_one(config, spec, out)))
+        queue.put(("ok", target(*args)))
     except BaseException:  # reported to the parent, which records nothing for this run
         queue.put(("error", traceback.format_exc()))
 
 
-def run_isolated(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any]:
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name} (exit code {exitcode})"
+        except ValueError:
+            pass
+    return f"exit code {exitcode}"
+
+
+def run_in_child(target: Callable[..., Any], args: tuple[Any, ...], name: str) -> Any:
+    """``target(*args)`` in a fresh (spawned) process that dies with this one; its result, or a
+    RuntimeError naming ``name`` when it raises or dies without a result (a segfault, the OOM
+    killer, ``kill -9``: its exit code says which)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(config, spec, out, queue))
+    process = context.Process(target=_child, args=(target, args, os.getpid(), queue), name=name)
     process.start()
     try:
-        status, payload = queue.get()
+        while True:
+            alive = process.is_alive()  # before the wait: what it put before it died is read first
+            try:
+                status, payload = queue.get(timeout=WATCH_SECONDS)
+                break
+            except queues.Empty:
+                if not alive:
+                    process.join()
+                    raise RuntimeError(
+                        f"run {name} died without a result: {_death(process.exitcode)}"
+                    ) from None
+    except BaseException:  # interrupted (or dead): no run process outlives this wait
+        process.kill()
+        raise
     finally:
         process.join()
+        queue.close()
     if status != "ok":
-        raise RuntimeError(f"run {spec} failed:\n{payload}")
+        raise RuntimeError(f"run {name} failed:\n{payload}")
     return payload
+
+
+def run_isolated(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any]:
+    """:func:`run_one` in its own process (see :func:`run_in_child`)."""
+    return run_in_child(run_one, (config, spec, out), f"{spec.env} {spec.agent} seed {spec.seed}")
 
 
 def run_leaderboard(
@@ -143,6 +215,7 @@ def run_leaderboard(
     ``command`` is how the board says to reproduce it."""
     console = console or Console()
     config = config.resolved()
+    config.validate()  # every argument, before the first run writes anything
     envs, agents, seeds = config.env_ids(), config.agent_names(), config.seed_list()
     results = Path(config.results)
     records_path = results / "runs.jsonl"

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 import textgym
+from textgym.atomic import append_line, check_writable
 from textgym.models import DEFAULT_MODEL, TINY_MODEL
 
 from .evaluation import mean_ci
@@ -82,27 +84,43 @@ class LeaderboardConfig:
         return config
 
     def env_ids(self) -> list[str]:
-        ids = [e for e in self.envs.split(",") if e] or list(textgym.ENVS)
+        ids = [e.strip() for e in self.envs.split(",") if e.strip()] or list(textgym.ENVS)
         unknown = [e for e in ids if e not in gym.registry]
         if unknown:
             raise ValueError(f"unknown envs {unknown}: expected ids from {list(textgym.ENVS)}")
-        return ids
+        return _once("envs", ids)
 
     def agent_names(self) -> list[str]:
-        names = [a for a in self.agents.split(",") if a]
+        names = [a.strip() for a in self.agents.split(",") if a.strip()]
         unknown = [a for a in names if a not in AGENTS]
         if unknown or not names:
             raise ValueError(f"unknown agents {unknown or names}: expected names from {list(AGENTS)}")
-        return names
+        return _once("agents", names)
 
     def seed_list(self) -> list[int]:
         try:
-            seeds = [int(s) for s in self.seeds.split(",") if s]
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
         except ValueError:
-            raise ValueError(f"seeds must be comma-separated ints, got {self.seeds!r}") from None
-        if not seeds:
-            raise ValueError("seeds must name at least one seed")
-        return seeds
+            raise ValueError(f"seeds must be comma-separated non-negative ints, got {self.seeds!r}") from None
+        if not seeds or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be comma-separated non-negative ints, got {self.seeds!r}")
+        return _once("seeds", seeds)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting, before any run starts or any file is
+        written (a bad value found by the third run would leave two records and a traceback).
+        The budgets, the evaluation size and the model are checked by the training runs' own
+        :meth:`TrainConfig.validate`, for each env and trained agent (untrained agents alone:
+        as if ``textppo`` ran, since their evaluations load the same model)."""
+        envs, agents, seeds = self.env_ids(), self.agent_names(), self.seed_list()
+        for env in envs:
+            for agent in [a for a in agents if a in TRAINED] or ["textppo"]:
+                self.train_config(env, agent, seeds[0]).validate()
+        results, board = Path(self.results), Path(self.board)
+        check_writable(results / "runs.jsonl", "--results")
+        check_writable(results / "runs" / "run", "--results")
+        check_writable(board, "--board")
+        check_writable(board.parent / "leaderboard" / "plot.png", "--board")
 
     def train_config(self, env_id: str, agent: str, seed: int) -> TrainConfig:
         """A trained agent's run: the budgets here, the registry's hyperparameters (resolved)."""
@@ -168,23 +186,32 @@ class RunSpec:
         return f"{self.env}-{self.agent}-s{self.seed}-{digest}"
 
 
+def _once(what: str, values: list[Any]) -> list[Any]:
+    repeated = [v for v, n in Counter(values).items() if n > 1]
+    if repeated:
+        raise ValueError(f"{what} name {repeated} more than once, got {values}")
+    return values
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records in ``runs.jsonl``; a torn last line (a crash while writing) is skipped."""
+    """The records in ``runs.jsonl``; a torn line (a writer killed mid-line) is skipped."""
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:  # append only: earlier results are never rewritten
-        handle.write(json.dumps(record) + "\n")
+    """Append ``record`` as one line (earlier results are never rewritten), on a fresh line
+    even after a torn one, so that it stays readable."""
+    append_line(path, json.dumps(record))
 
 
 def trained_tokens(record: dict[str, Any]) -> int:

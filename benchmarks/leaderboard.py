@@ -13,6 +13,8 @@ and ``benchmarks/LEADERBOARD.md``, the quick one to ``benchmarks/results/leaderb
 
 from __future__ import annotations
 
+import sys
+
 from common import parse_given
 
 from textgym.agents.leaderboard import LeaderboardConfig, run_leaderboard
@@ -23,4 +25,8 @@ QUICK_PATHS = {"results": "benchmarks/results/leaderboard-quick"}  # its board: 
 if __name__ == "__main__":
     given = parse_given(LeaderboardConfig, __doc__.splitlines()[0])
     paths = QUICK_PATHS if given.get("quick") else PATHS
-    run_leaderboard(LeaderboardConfig(**{**paths, **given}), command="python benchmarks/leaderboard.py")
+    try:
+        run_leaderboard(LeaderboardConfig(**{**paths, **given}), command="python benchmarks/leaderboard.py")
+    except ValueError as err:  # a bad argument, found before any run: one line, like argparse's
+        print(f"leaderboard.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -36,6 +36,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
 from textgym.agents import LMActorCriticPolicy, TextPPO
+from textgym.agents.hyperparams import constructor_kwargs, hyperparams
 from textgym.agents.rollout import TokenBatch
 from textgym.models import DEFAULT_MODEL, load_model
 from textgym.models.incremental import left_pad, position_ids
@@ -74,9 +75,10 @@ class Args:
 
 def make_agent(args: Args) -> TextPPO:
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
-    agent = TextPPO(
-        "LMPolicy", env, batch_episodes=args.batch, minibatch_episodes=args.minibatch, seed=args.seed
-    )
+    # The registry's hyperparameters for the env; the batch shape is the measurement's own.
+    measured = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
+    values = hyperparams("textppo", args.env, overrides=measured)
+    agent = TextPPO("LMPolicy", env, seed=args.seed, **constructor_kwargs("textppo", values))
     agent._setup_learn(total_timesteps=10**12)
     return agent
 

@@ -69,6 +69,14 @@ def test_leaderboard_script_writes_into_the_repository_paths(tmp_path):
     assert "benchmarks" not in LeaderboardConfig().resolved().results + LeaderboardConfig().resolved().board
 
 
+def test_leaderboard_script_checks_its_arguments_before_any_run(tmp_path):
+    command = [sys.executable, str(BENCHMARKS / "leaderboard.py"), "--quick", "--seeds", "-1"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "leaderboard.py: error: seeds must be comma-separated non-negative ints" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_published_leaderboard_records_are_still_recognised():
     """The board's records (written before the hyperparameter registry) still count for the
     configuration that made them, so regenerating the board needs no re-run."""

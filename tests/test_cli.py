@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -107,6 +108,9 @@ def test_leaderboard_help_lists_every_option(capsys):
         (["--algo", "ppo", "--batch-episodes", "4"], "unknown hyperparameter 'batch_episodes' for ppo"),
         (["--budget", "10m", "--budget-tokens", "5"], "give --budget, or --budget-tokens"),
         (["--profile", "quick", "--hyperparams", "learning_rate"], "overrides take key=value"),
+        (["--hyperparams", "kl_estimator=k9"], "kl_estimator must be one of ('k1', 'k3'), got 'k9'"),
+        (["--hyperparams", "reward_normalization=x"], "reward_normalization must be one of"),
+        (["--budget", "10m,20k,30k"], "bad budget '10m,20k,30k': it gives tokens twice"),
     ],
 )
 def test_train_bad_hyperparameters_are_one_error_before_anything_is_written(tmp_path, capsys, extra, message):
@@ -115,3 +119,37 @@ def test_train_bad_hyperparameters_are_one_error_before_anything_is_written(tmp_
     assert main(argv) == 2
     assert message in capsys.readouterr().out.replace("\n", "")
     assert not out.exists()
+
+
+def test_train_out_under_a_file_is_one_error_and_nothing_is_written(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    out = blocker / "run"
+    assert main(["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert f"--out {out} cannot be created: {blocker} is a file" in " ".join(printed.out.split())
+    assert "Traceback" not in printed.out + printed.err
+    assert blocker.read_text() == "mine" and list(tmp_path.iterdir()) == [blocker]
+
+
+def test_train_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, capsys, monkeypatch):
+    from textgym.agents import training
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "evaluate", interrupt)
+    out = tmp_path / "run"
+    argv = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--budget", "1", "--out", str(out)]
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        code = "KeyboardInterrupt escaped main()"
+    assert code == 130
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    assert [line for line in printed.out.splitlines() if "interrupted" in line] == [
+        f"interrupted before the first checkpoint: `textgym train ... --resume --out {out}` "
+        "starts the training again"
+    ]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"

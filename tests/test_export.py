@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import gymnasium as gym
 import pytest
@@ -13,10 +14,10 @@ from transformers import AutoModelForCausalLM, GenerationConfig, pipeline
 
 from textgym.agents import LMActorCriticPolicy, TextPPO, export_model
 from textgym.agents.checkpoints import (
-    CHECKPOINT,
     RUN_FILE,
     CheckpointError,
     load_agent,
+    read_checkpoint,
     save_agent,
     write_json,
 )
@@ -163,9 +164,8 @@ def test_export_refuses_a_non_empty_out_and_bad_checkpoints(run_dir, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         export_model(tmp_path / "nowhere", tmp_path / "a")
     corrupt = tmp_path / "corrupt"
-    (corrupt / CHECKPOINT).parent.mkdir(parents=True)
-    (corrupt / RUN_FILE).write_text((run_dir / RUN_FILE).read_text())
-    (corrupt / CHECKPOINT).write_bytes(b"not a zip")
+    shutil.copytree(run_dir, corrupt)
+    read_checkpoint(corrupt).archive.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="could not be loaded"):
         export_model(corrupt, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
@@ -175,3 +176,20 @@ def test_describe_lists_every_hyperparameter_with_its_values():
             assert param.describe() in line and repr(hyperparams(algo, "TextGen-Sentiment-v0")[key]) in line
         assert ", ".join(policy_keys()) in block
     assert "[quick: 16]" in text and set(PROFILES) == {"default", "quick"}
+
+
+@pytest.mark.parametrize(
+    ("algo", "overrides", "message"),
+    [
+        ("textppo", {"kl_estimator": "k9"}, "kl_estimator must be one of ('k1', 'k3'), got 'k9'"),
+        ("textppo", {"reward_normalization": "x"}, "reward_normalization must be one of"),
+        ("textppo", {"gamma": 1.5}, "gamma must be a number in [0, 1], got 1.5"),
+        ("ppo", {"batch_size": 1}, "`batch_size` must be greater than 1"),
+    ],
+)
+def test_values_the_algorithm_rejects_fail_when_resolved(algo, overrides, message):
+    """Well-typed values that only the algorithm's constructor checks fail as the run's
+    hyperparameters are resolved, before a run writes anything (the constructor's checks run
+    without an env or a model)."""
+    with pytest.raises(ValueError, match=re.escape(f"hyperparameters of {algo}: {message}")):
+        hyperparams(algo, "TextGen-Sentiment-v0", "default", overrides)

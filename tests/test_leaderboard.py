@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import ast
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +18,8 @@ import pytest
 import textgym
 from textgym.agents.board import select
 from textgym.agents.hyperparams import hyperparams
-from textgym.agents.records import AGENTS, LeaderboardConfig, RunSpec, read_records
+from textgym.agents.leaderboard import run_isolated
+from textgym.agents.records import AGENTS, LeaderboardConfig, RunSpec, append_record, read_records
 from textgym.cli import main
 
 AGENTS_DIR = Path(__file__).resolve().parent.parent / "agents"
@@ -132,13 +140,35 @@ def test_torn_last_line_is_skipped(tmp_path):
     assert read_records(path) == [{"key": "a"}]
 
 
+def test_a_record_appended_after_a_torn_line_is_readable(tmp_path):
+    """A writer killed mid-line leaves a torn last line: the next record starts on a line of its
+    own (not glued to the torn one, where it would be lost from the board)."""
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "tru')
+    append_record(path, {"key": "c"})
+    append_record(path, {"key": "d"})
+    assert read_records(path) == [{"key": "a"}, {"key": "c"}, {"key": "d"}]
+
+
 def test_agents_modules_import_one_way():
-    """No import cycle among textgym.agents' modules, lazy imports inside functions included:
-    the board reads records, the leaderboard runs and renders, neither imports back."""
+    """No import cycle among textgym.agents' modules, lazy imports inside functions included
+    (imports for type annotations only, under ``if TYPE_CHECKING:``, never run): the board reads
+    records, the leaderboard runs and renders, neither imports back."""
     graph: dict[str, set[str]] = {}
     for path in AGENTS_DIR.glob("*.py"):
         imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 imported |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textgym.agents."):
@@ -157,17 +187,164 @@ def test_agents_modules_import_one_way():
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "match"),
+    ("extra", "match"),
     [
-        ("envs", "TextGen-Nope-v0", "unknown envs"),
-        ("agents", "dqn", "unknown agents"),
-        ("seeds", "a,b", "seeds"),
+        pytest.param(["--envs", "TextGen-Nope-v0"], "unknown envs", id="unknown-env"),
+        pytest.param(
+            ["--envs", "TextGen-Sentiment-v0,TextGen-Sentiment-v0"], "more than once", id="env-twice"
+        ),
+        pytest.param(["--agents", "dqn"], "unknown agents", id="unknown-agent"),
+        pytest.param(["--agents", "sample,sample"], "more than once", id="agent-twice"),
+        pytest.param(["--seeds", "a,b"], "seeds", id="seeds-not-ints"),
+        pytest.param(["--seeds", "-1"], "non-negative", id="seed-negative"),
+        pytest.param(["--seeds", "0,-1"], "non-negative", id="one-seed-negative"),
+        pytest.param(["--seeds", "0,0"], "more than once", id="seed-twice"),
+        pytest.param(["--budget-tokens", "0"], "budget_tokens", id="budget-tokens-zero"),
+        pytest.param(["--budget-minutes", "-1"], "budget_minutes", id="budget-minutes-negative"),
+        pytest.param(["--budget-minutes", "nan"], "budget_minutes", id="budget-minutes-nan"),
+        pytest.param(["--budget-minutes", "inf"], "budget_minutes", id="budget-minutes-inf"),
+        pytest.param(["--eval-prompts", "0"], "eval_prompts", id="eval-prompts-zero"),
+        pytest.param(["--model", "no-such-model"], "no-such-model", id="unknown-model"),
+        pytest.param(["--results", "{afile}/r"], "is a file, not a folder", id="results-under-a-file"),
+        pytest.param(["--results", "{afile}"], "is a file, not a folder", id="results-is-a-file"),
+        pytest.param(["--board", "{afile}/B.md"], "is a file, not a folder", id="board-under-a-file"),
+        pytest.param(["--board", "{tmp}"], "is a folder, not a file", id="board-is-a-folder"),
     ],
 )
-def test_bad_leaderboard_arguments(tmp_path, field, value, match, capsys):
-    assert main(["leaderboard", "--quick", "--results", str(tmp_path / "r"), f"--{field}", value]) == 2
-    assert match in capsys.readouterr().out
-    assert not (tmp_path / "r").exists()
+def test_bad_leaderboard_arguments_fail_before_any_run(tmp_path, extra, match, capsys):
+    """Every argument is checked before the first run: one clear message, exit 2, nothing written
+    (not two records and then a traceback)."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    before = snapshot(tmp_path)
+    extra = [e.format(afile=afile, tmp=tmp_path) for e in extra]
+    args = ["leaderboard", "--quick", "--results", str(tmp_path / "r"), "--board", str(tmp_path / "b.md")]
+    args += ["--envs", "TextGen-Sentiment-v0", "--agents", "sample,greedy,ppo", "--budget-minutes", "1e4"]
+    assert main([*args, *extra]) == 2
+    out = capsys.readouterr().out
+    assert "textgym: error:" in out and match in out and "Traceback" not in out
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return not stat.parent.parent.is_dir()  # no /proc here: os.kill's answer stands
+
+
+def wait_until(condition, polls: int = 1200, every: float = 0.1) -> bool:
+    """Poll ``condition`` a bounded number of times (a guard against hanging, not a timing)."""
+    for _ in range(polls):
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def endless_run(tmp_path) -> tuple[LeaderboardConfig, RunSpec, Path]:
+    """A trained run whose budget never binds: it trains until its process is killed."""
+    config = LeaderboardConfig(quick=True, budget_tokens=10**9, budget_minutes=1e6, results=str(tmp_path))
+    return config.resolved(), RunSpec("TextGen-Sentiment-v0", "ppo", 0), tmp_path / "run"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_a_run_process_killed_mid_run_is_a_clear_error_not_a_hang(tmp_path):
+    """A run's process that dies without a result (segfault, OOM killer, kill -9) ends the wait
+    with one error naming the run and the exit code."""
+    config, spec, out = endless_run(tmp_path)
+    outcome: list[BaseException | dict] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(run_isolated(config, spec, str(out)))
+        except BaseException as err:
+            outcome.append(err)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    assert wait_until(lambda: (out / "run.json").exists()), "the run never started training"
+    [child] = multiprocessing.active_children()
+    os.kill(child.pid, signal.SIGKILL)
+    waiter.join(timeout=300)  # a bound on a hang; the wait ends as soon as the death is noticed
+    assert not waiter.is_alive(), "run_isolated still waits for a result from a dead process"
+    [error] = outcome
+    assert isinstance(error, RuntimeError)
+    assert "TextGen-Sentiment-v0 ppo seed 0" in str(error) and "exit code -9" in str(error)
+    assert "SIGKILL" in str(error)
+
+
+PARENT = """
+import multiprocessing, sys, threading, time
+from pathlib import Path
+from textgym.agents.leaderboard import LeaderboardConfig, RunSpec, run_isolated
+
+def report_child(path):
+    while not multiprocessing.active_children():
+        time.sleep(0.05)
+    Path(path).write_text(str(multiprocessing.active_children()[0].pid))
+
+if __name__ == "__main__":
+    threading.Thread(target=report_child, args=(sys.argv[1],), daemon=True).start()
+    config = LeaderboardConfig(quick=True, budget_tokens=10**9, budget_minutes=1e6, results=sys.argv[2])
+    run_isolated(config.resolved(), RunSpec("TextGen-Sentiment-v0", "ppo", 0), sys.argv[3])
+"""
+
+WATCHED = """
+import os, sys, time
+from pathlib import Path
+from textgym.agents.leaderboard import _watch_parent
+
+_watch_parent(os.getppid())
+Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def assert_child_dies_with_parent(parent: subprocess.Popen, pid_file: Path, started) -> None:
+    child = None
+    try:
+
+        def ready() -> bool:
+            return bool(pid_file.exists() and pid_file.read_text() and started())
+
+        assert wait_until(lambda: ready() or parent.poll() is not None) and ready(), "the child never started"
+        child = int(pid_file.read_text())
+        assert running(child)
+        parent.kill()  # SIGKILL: no cleanup runs in the parent
+        parent.wait()
+        assert wait_until(lambda: not running(child), polls=300), "the child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+def test_a_run_process_dies_with_a_killed_leaderboard(tmp_path):
+    """``kill -9`` of the leaderboard takes its run's process with it: no orphan keeps writing
+    the run directory that the rerun resumes."""
+    script, pid_file, out = tmp_path / "parent.py", tmp_path / "child.pid", tmp_path / "run"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), str(tmp_path), str(out)])
+    assert_child_dies_with_parent(parent, pid_file, lambda: (out / "run.json").exists())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+def test_the_parent_watchdog_alone_ends_an_orphan(tmp_path):
+    """The fallback where no parent-death signal exists: a thread that notices the new parent."""
+    pid_file = tmp_path / "child.pid"
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {WATCHED!r}, {str(pid_file)!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", spawn])
+    assert_child_dies_with_parent(parent, pid_file, lambda: True)
 
 
 def test_cli_train_then_eval(tmp_path, capsys):

@@ -8,16 +8,34 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
-from textgym.agents.checkpoints import CHECKPOINT, RUN_FILE, STATE, CheckpointError, load_agent
+from textgym.agents import training
+from textgym.agents.checkpoints import (
+    CHECKPOINTS,
+    CURRENT,
+    LEGACY_ARCHIVE,
+    LEGACY_STATE,
+    LOCK,
+    RUN_FILE,
+    CheckpointError,
+    RunBusyError,
+    RunLock,
+    load_agent,
+    read_checkpoint,
+    save_agent,
+)
 from textgym.agents.hyperparams import hyperparams
 from textgym.agents.ppo import TextPPO
-from textgym.agents.training import Run, TrainConfig, TrainingMonitor, parse_budget, train
+from textgym.agents.training import Run, TrainConfig, TrainingMonitor, parse_budget, prepare_out, train
 
 QUIET = Console(quiet=True)
 NEVER = 10_000.0  # minutes: a time budget that cannot bind before a token budget of a few batches
@@ -68,6 +86,15 @@ def test_parse_budget_rejects_bad_text(text):
 
 
 @pytest.mark.parametrize(
+    ("text", "twice"), [("10m,20k,30k", "tokens"), ("5m,90s", "a time"), ("1k,2000", "tokens")]
+)
+def test_parse_budget_rejects_a_repeated_budget(text, twice):
+    """The last of two token budgets used to win silently."""
+    with pytest.raises(ValueError, match=f"bad budget '{text}': it gives {twice} twice"):
+        parse_budget(text)
+
+
+@pytest.mark.parametrize(
     ("change", "match"),
     [
         ({"env": "TextGen-Nope-v0"}, "unknown env"),
@@ -82,6 +109,10 @@ def test_parse_budget_rejects_bad_text(text):
         ({"hyperparams": {"n_envs": 4}}, "unknown hyperparameter 'n_envs' for textppo"),
         ({"hyperparams": {"policy_kwargs": {"temperature": 0}}}, "policy_kwargs: temperature"),
         ({"hyperparams": {"batch_episodes": 2, "minibatch_episodes": 4}}, "exceeds batch_episodes"),
+        # Well-typed values that only the algorithm's constructor rejects.
+        ({"hyperparams": {"kl_estimator": "k9"}}, r"kl_estimator must be one of \('k1', 'k3'\), got 'k9'"),
+        ({"hyperparams": {"reward_normalization": "x"}}, "reward_normalization must be one of"),
+        ({"hyperparams": {"gamma": 1.5}}, r"gamma must be a number in \[0, 1\]"),
     ],
 )
 def test_bad_config_stops_before_writing(tmp_path, change, match):
@@ -104,15 +135,14 @@ def test_textppo_run_leaves_a_complete_run_directory(tmp_path):
     head = printed.getvalue().split("evaluating")[0].replace("\n", " ")
     assert "quick profile; overridden: batch_episodes, minibatch_episodes" in head
     assert all(f"{key}={value!r}" in head for key, value in resolved.items())
-    for name in (
-        "eval-before.json",
-        "eval-after.json",
-        "samples.md",
-        "curve.png",
-        str(CHECKPOINT),
-        str(STATE),
-    ):
+    for name in ("eval-before.json", "eval-after.json", "samples.md", "curve.png", str(CURRENT), LOCK):
         assert (out / name).is_file(), name
+    # One checkpoint folder, made current by the pointer; no staging or older folder left.
+    checkpoint = read_checkpoint(out)
+    assert checkpoint.archive == out / CHECKPOINTS / "1" / "agent.zip" and checkpoint.archive.is_file()
+    assert checkpoint.state["tokens"] == run["summary"]["train_tokens"]
+    assert sorted(p.name for p in (out / CHECKPOINTS).iterdir()) == ["1", "current.json"]
+    assert (out / LOCK).read_text() == ""  # the lock holds a PID only while it is held
     assert any((out / "tb").rglob("events.out.tfevents*"))
     before = json.loads((out / "eval-before.json").read_text())
     assert len(before["examples"]) == 4 and "vader" in before["metrics"]
@@ -169,7 +199,7 @@ def test_run_json_from_before_the_registry_is_recognised(tmp_path):
 def test_corrupt_checkpoint_fails_clearly_and_changes_nothing(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(), out, console=QUIET)
-    (out / CHECKPOINT).write_bytes(b"PK\x03\x04 not really a zip")
+    read_checkpoint(out).archive.write_bytes(b"PK\x03\x04 not really a zip")
     before = snapshot(out)
     with pytest.raises(CheckpointError, match="could not be resumed"):
         train(tiny_config(budget_tokens=500), out, resume=True, console=QUIET)
@@ -267,3 +297,284 @@ def test_train_measures_time_with_the_given_clock(tmp_path):
     )
     assert result["summary"]["train_minutes"] == 86_400 / 60
     assert result["summary"]["train_tokens"] < 500 and len(result["curve"]) <= 1
+
+
+# --- Checkpoints written as one unit ---------------------------------------------------------
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    """A run after one batch, with the agent and state of a later checkpoint to write over it
+    (its tokens and curve moved on by 7 tokens, as after another batch)."""
+    out = tmp_path / "run"
+    train(tiny_config(), out, console=QUIET)
+    first = read_checkpoint(out).state
+    agent = load_agent(out)
+    agent.num_timesteps += 7
+    point = {**first["curve"][-1], "tokens": agent.num_timesteps}
+    second = {**first, "tokens": agent.num_timesteps, "curve": [*first["curve"], point]}
+    return out, agent, [first["tokens"], second["tokens"]], second
+
+
+def before_each_write(monkeypatch, hook) -> None:
+    """Call ``hook(name)`` ahead of every ``os`` call that changes files or folders: the points
+    that a kill can fall between (SB3 writes the archive's bytes between two of them)."""
+    busy = []
+    creating = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def wrap(name, original):
+        def call(*args, **kwargs):
+            if not busy and (name != "open" or (len(args) > 1 and args[1] & creating)):
+                busy.append(name)  # the hook's own file operations are not steps
+                try:
+                    hook(name)
+                finally:
+                    busy.pop()
+            return original(*args, **kwargs)
+
+        return call
+
+    for name in ("open", "replace", "rename", "mkdir", "rmdir", "unlink", "remove", "fsync", "chmod"):
+        monkeypatch.setattr(os, name, wrap(name, getattr(os, name)))
+
+
+def resumed_tokens(out: Path, tokens: list[int]) -> int:
+    """What a resume of ``out`` reads, checked to be one checkpoint: the state that prepare_out
+    finds and the agent's archive agree, and the curve ends at the agent's tokens."""
+    checkpoint = prepare_out(tiny_config().resolved(), out, resume=True)
+    state = checkpoint.state
+    assert load_agent(out).num_timesteps == state["tokens"] == state["curve"][-1]["tokens"]
+    assert state["tokens"] in tokens and len(state["curve"]) == tokens.index(state["tokens"]) + 1
+    return state["tokens"]
+
+
+def test_a_kill_at_any_step_of_a_checkpoint_resumes_to_one_checkpoint(two_checkpoints, tmp_path):
+    """What a SIGKILL before each step of a checkpoint write leaves, copied at that instant, and
+    after the last step: a resume finds the old checkpoint or the new one, never a mix."""
+    out, agent, tokens, second = two_checkpoints
+    kills: list[Path] = []
+
+    def kill(name: str) -> None:
+        kills.append(shutil.copytree(out, tmp_path / f"kill-{len(kills)}-before-{name}"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        before_each_write(patch, kill)
+        save_agent(agent, out, second)
+    found = [resumed_tokens(path, tokens) for path in [*kills, out]]
+    assert len(kills) >= 8 and found[0] == tokens[0] and found[-1] == tokens[1]
+    assert found == sorted(found)  # the new checkpoint, once current, stays current
+
+
+class FailAt:
+    """A hook that fails at its ``step``-th call, as a full disk would at that step."""
+
+    def __init__(self, step: int):
+        self.step, self.calls = step, 0
+
+    def __call__(self, name: str) -> None:
+        self.calls += 1
+        if self.calls == self.step:
+            raise OSError(28, f"No space left on device (injected before os.{name})")
+
+
+def test_a_failure_at_any_step_of_a_checkpoint_keeps_one_checkpoint(two_checkpoints, tmp_path):
+    """A write that fails at any step (a full disk) leaves a checkpoint that resumes to one
+    state, and the next checkpoint succeeds and clears what the failed one left."""
+    out, agent, tokens, second = two_checkpoints
+    pristine = shutil.copytree(out, tmp_path / "pristine")
+    step = 0
+    while True:
+        step += 1
+        shutil.rmtree(out)
+        shutil.copytree(pristine, out)
+        fail = FailAt(step)
+        with pytest.MonkeyPatch.context() as patch:
+            before_each_write(patch, fail)
+            try:
+                save_agent(agent, out, second)
+            except OSError as err:
+                assert "injected" in str(err)
+        if fail.calls < step:
+            break  # every step has failed once
+        resumed_tokens(out, tokens)
+        save_agent(agent, out, second)
+        assert resumed_tokens(out, tokens) == tokens[1]
+        current = json.loads((out / CURRENT).read_text())["checkpoint"]
+        assert sorted(p.name for p in (out / CHECKPOINTS).iterdir()) == [str(current), "current.json"]
+    assert step > 8
+
+
+def to_legacy_layout(out: Path) -> None:
+    """Rewrite ``out``'s checkpoint as textgym wrote it before checkpoint folders."""
+    checkpoint = read_checkpoint(out)
+    os.replace(checkpoint.archive, out / LEGACY_ARCHIVE)
+    os.replace(checkpoint.state_file, out / LEGACY_STATE)
+    checkpoint.archive.parent.rmdir()
+    (out / CURRENT).unlink()
+    (out / LOCK).unlink()
+
+
+def test_runs_in_the_old_checkpoint_layout_load_export_and_resume(tmp_path):
+    from textgym.agents.export import export_model
+
+    out = tmp_path / "run"
+    tokens = train(tiny_config(), out, console=QUIET)["summary"]["train_tokens"]
+    to_legacy_layout(out)
+    assert read_checkpoint(out).archive == out / LEGACY_ARCHIVE
+    assert load_agent(out).num_timesteps == tokens
+    assert (export_model(out, tmp_path / "model") / "model.safetensors").is_file()
+    # A checkpoint torn by the old two-file write (a new archive, an older state) is refused.
+    state = json.loads((out / LEGACY_STATE).read_text())
+    (out / LEGACY_STATE).write_text(json.dumps({**state, "tokens": tokens - 1}))
+    with pytest.raises(CheckpointError, match=f"at {tokens} tokens but its state .* says {tokens - 1}"):
+        train(tiny_config(budget_tokens=tokens + 1), out, resume=True, console=QUIET)
+    (out / LEGACY_STATE).write_text(json.dumps(state))
+    resumed = train(tiny_config(budget_tokens=tokens + 1), out, resume=True, console=QUIET)
+    assert len(resumed["curve"]) == 2
+    assert not (out / LEGACY_ARCHIVE).exists() and not (out / LEGACY_STATE).exists()
+    assert read_checkpoint(out).state["tokens"] == resumed["summary"]["train_tokens"]
+
+
+# --- One process per run directory; the status says how a run ended --------------------------
+
+HOLDER = """import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_being_trained_is_refused_and_a_crashed_one_resumes(tmp_path):
+    """Another process holds the run's lock: every start is refused, naming it. Once it is
+    gone, run.json still says "running" (as after a SIGKILL) and a resume says so and works."""
+    out = tmp_path / "run"
+    tokens = train(tiny_config(), out, console=QUIET)["summary"]["train_tokens"]
+    run = json.loads((out / RUN_FILE).read_text())
+    (out / RUN_FILE).write_text(json.dumps({**run, "status": "running"}))
+    before = snapshot(out)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out / LOCK)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        for config, resume in [(tiny_config(), True), (tiny_config(), False), (tiny_config(seed=3), True)]:
+            message = f"run {out} is being trained by process {holder.pid} "
+            with pytest.raises(RunBusyError, match=message):
+                train(config, out, resume=resume, console=QUIET)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert {k: v for k, v in snapshot(out).items() if k != LOCK} == {
+        k: v for k, v in before.items() if k != LOCK
+    }
+    printed = io.StringIO()
+    resumed = train(
+        tiny_config(budget_tokens=tokens + 1), out, resume=True, console=Console(file=printed, width=400)
+    )
+    assert "the process that trained it stopped without finishing" in printed.getvalue()
+    assert len(resumed["curve"]) == 2
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "finished"
+
+
+def test_the_lock_is_one_per_run_directory_in_one_process_too(tmp_path):
+    out = tmp_path / "run"
+    with RunLock(out):
+        assert (out / LOCK).read_text() == str(os.getpid())
+        with pytest.raises(RunBusyError, match=f"being trained by process {os.getpid()}"), RunLock(out):
+            pass
+    with RunLock(out):  # released
+        pass
+    assert (out / LOCK).read_text() == ""
+
+
+def fail_with(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("the cached model 'tiny' is corrupt"), RuntimeError("CUDA error: out of memory")]
+)
+def test_a_run_that_fails_is_recorded_failed_and_releases_its_lock(tmp_path, monkeypatch, error):
+    out = tmp_path / "run"
+    monkeypatch.setattr(training, "evaluate", fail_with(error))
+    with pytest.raises(type(error), match=str(error)):
+        train(tiny_config(), out, console=QUIET)
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["status"] == "failed" and run["error"] == f"{type(error).__name__}: {error}"
+    with RunLock(out):
+        pass
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_records_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C during the first evaluation: one line that says there is no checkpoint yet."""
+    out, printed = tmp_path / "run", io.StringIO()
+    monkeypatch.setattr(training, "evaluate", fail_with(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), out, console=Console(file=printed, width=80))
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "interrupted"
+    lines = [line for line in printed.getvalue().splitlines() if "interrupted" in line]
+    assert lines == [
+        f"interrupted before the first checkpoint: `textgym train ... --resume --out {out}` "
+        "starts the training again"
+    ]
+    with RunLock(out):
+        pass
+
+
+def test_ctrl_c_during_training_names_the_checkpoint_resume_continues_from(tmp_path, monkeypatch):
+    out, printed = tmp_path / "run", io.StringIO()
+    record = Run.record_batch
+
+    def record_then_interrupt(self, agent, rewards):
+        record(self, agent, rewards)
+        if len(self.curve) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "record_batch", record_then_interrupt)
+    config = tiny_config(budget_tokens=10_000, checkpoint_minutes=0)  # a checkpoint after each batch
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, console=Console(file=printed, width=80))
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "interrupted"
+    tokens = read_checkpoint(out).state["tokens"]
+    lines = [line for line in printed.getvalue().splitlines() if "interrupted" in line]
+    assert lines == [
+        f"interrupted: the checkpoint at {tokens} tokens in {out} is intact; "
+        f"`textgym train ... --resume --out {out}` continues from it"
+    ]
+    monkeypatch.undo()
+    resumed = train(dataclasses.replace(config, budget_tokens=tokens + 1), out, resume=True, console=QUIET)
+    assert len(resumed["curve"]) == 2 and resumed["curve"][0]["tokens"] == tokens
+
+
+# --- An --out that cannot be written -----------------------------------------------------------
+
+
+def test_out_under_a_file_is_one_error_and_nothing_is_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    for out in (blocker / "run", blocker / "deeper" / "run"):
+        with pytest.raises(ValueError, match=f"--out {out} cannot be created: {blocker} is a file"):
+            train(tiny_config(), out, console=QUIET)
+    assert blocker.read_text() == "mine" and list(tmp_path.iterdir()) == [blocker]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder_is_one_error_and_nothing_is_written(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=f"--out {folder / 'run'} cannot be created: {folder} is not"):
+            train(tiny_config(), folder / "run", console=QUIET)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)

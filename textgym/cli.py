@@ -130,6 +130,7 @@ def _new_run_dir(config: Any) -> Path:
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from textgym.agents.checkpoints import checkpoint_path, is_run_dir, read_run
     from textgym.agents.evaluation import evaluate
+    from textgym.atomic import check_writable, write_json
 
     if (args.checkpoint is None) == (args.model is None):
         raise ValueError(
@@ -142,6 +143,8 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         if args.checkpoint is None or not is_run_dir(Path(args.checkpoint)):
             raise ValueError("--env is needed unless --checkpoint is a `textgym train` run directory")
         env_id = read_run(Path(args.checkpoint))["config"]["env"]
+    if args.json:
+        check_writable(args.json, "--json")  # before the evaluation, which would be lost
     seeds = [args.seed + i for i in range(args.seeds)]
     result = evaluate(
         args.checkpoint or args.model, env_id, args.split, args.n, seeds=seeds, greedy=args.greedy
@@ -155,9 +158,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         table.add_row(_short(row["prompt"], 200), row["text"].strip(), f"{row['reward']:+.3f}")
     console.print(table)
     if args.json:
-        from textgym.agents.checkpoints import write_json
-
-        write_json(Path(args.json), result.to_dict())
+        write_json(args.json, result.to_dict())
         console.print(f"wrote {args.json}")
     return 0
 
@@ -320,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
         console.print(f"[red]textgym: error:[/] {err}")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no traceback (train has said where its run stands)
+        return 130
 
 
 if __name__ == "__main__":
