@@ -20,6 +20,7 @@ Runs written before checkpoint folders (``checkpoints/latest.zip`` and ``latest.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -36,6 +37,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 
+from .buffers import TokenRolloutBuffer
+from .policies import LMActorCriticPolicy
 from .ppo import TextPPO
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"textppo": TextPPO, "ppo": PPO, "a2c": A2C}
@@ -224,12 +227,37 @@ def checkpoint_path(path: str | Path) -> tuple[Path, str]:
     return archive, algo
 
 
+def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
+    """SB3's ``load`` of ``archive``, for agents saved by this version or by the one before it.
+
+    Before 0.2 the agents were the top-level package ``agents``: their archives pickled the policy
+    class under that name, and TextPPO had no rollout buffer (``n_steps=1``) and called its
+    adaptive-KL arguments ``kl_target``/``kl_horizon``. Such archives load with today's classes
+    and settings (SB3's ``custom_objects``), so a user's earlier runs stay usable."""
+    with zipfile.ZipFile(archive) as handle:
+        data = json.loads(handle.read("data"))
+    pickled = data.get("policy_class", {})
+    raw = base64.b64decode(pickled.get(":serialized:", "")) if isinstance(pickled, dict) else b""
+    objects: dict[str, Any] = {}
+    if b"agents.policies" in raw and b"textgym.agents" not in raw:
+        objects["policy_class"] = LMActorCriticPolicy
+        if algo == "textppo":
+            objects["n_steps"] = data["batch_episodes"]
+            objects["rollout_buffer_class"] = TokenRolloutBuffer
+            objects["rollout_buffer_kwargs"] = {
+                name: data[name] for name in ("kl_estimator", "reward_normalization", "normalize_advantage")
+            }
+            kwargs = {"adaptive_kl_target": data.get("kl_target"),
+                      "adaptive_kl_horizon": data.get("kl_horizon", 10_000), **kwargs}  # fmt: skip
+    return ALGOS[algo].load(archive, custom_objects=objects, **kwargs)
+
+
 def load_agent(path: str | Path, device: str = "cpu") -> BaseAlgorithm:
     """The agent saved at ``path`` (a run directory's current checkpoint, or an SB3 ``.zip`` of
     TextPPO, PPO or A2C)."""
     archive, algo = checkpoint_path(path)
     try:
-        return ALGOS[algo].load(archive, device=device)
+        return load_archive(archive, algo, device=device)
     except Exception as err:  # SB3 raises many kinds for a damaged archive
         raise CheckpointError(
             f"checkpoint {archive} could not be loaded ({type(err).__name__}: {err})"

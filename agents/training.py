@@ -43,6 +43,7 @@ from .checkpoints import (
     CheckpointError,
     RunLock,
     is_run_dir,
+    load_archive,
     read_checkpoint,
     read_json,
     read_run,
@@ -277,8 +278,12 @@ def resume_agent(run: Run, checkpoint: Checkpoint) -> BaseAlgorithm:
             f"resuming from {checkpoint.archive}: {state['tokens']} tokens, "
             f"{state['train_seconds'] / 60:.1f} min"
         )
-        agent = ALGOS[config.algo].load(
-            checkpoint.archive, env=training_env(config), device="cpu", tensorboard_log=str(run.out / "tb")
+        agent = load_archive(
+            checkpoint.archive,
+            config.algo,
+            env=training_env(config),
+            device="cpu",
+            tensorboard_log=str(run.out / "tb"),
         )
         run.restore(agent, state)
     except Exception as err:  # SB3 raises many kinds for a damaged archive

@@ -578,3 +578,51 @@ def test_out_in_a_read_only_folder_is_one_error_and_nothing_is_written(tmp_path)
         assert list(folder.iterdir()) == []
     finally:
         folder.chmod(0o755)
+
+
+def test_an_agent_saved_before_the_package_move_still_loads(tmp_path, monkeypatch):
+    """Archives written when the agents were the top-level package ``agents`` (TextPPO without a
+    rollout buffer, ``kl_target``/``kl_horizon``) pickled their policy class under that name:
+    they used to fail with "No module named 'agents'"."""
+    import base64
+    import pickle
+    import types
+    import zipfile
+
+    import gymnasium as gym
+
+    from textgym.agents import LMActorCriticPolicy, TokenRolloutBuffer
+
+    agent = TextPPO("LMPolicy", gym.make("TextGen-Sentiment-v0", model="tiny"), batch_episodes=4,
+                    minibatch_episodes=2, adaptive_kl_target=3.0, seed=0)  # fmt: skip
+    new = tmp_path / "new.zip"
+    agent.save(new)
+    # The old archive: the same agent, its policy class pickled by reference to `agents.policies`.
+    legacy = types.ModuleType("agents.policies")
+    old_class = type("LMActorCriticPolicy", (), {"__module__": "agents.policies"})
+    legacy.LMActorCriticPolicy = old_class
+    monkeypatch.setitem(sys.modules, "agents", types.ModuleType("agents"))
+    monkeypatch.setitem(sys.modules, "agents.policies", legacy)
+    pickled = base64.b64encode(pickle.dumps(old_class)).decode()  # by reference, as cloudpickle did
+    monkeypatch.delitem(sys.modules, "agents.policies")
+    monkeypatch.delitem(sys.modules, "agents")
+    with zipfile.ZipFile(new) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    data = json.loads(files["data"])
+    data["policy_class"] = {":type:": "<class 'abc.ABCMeta'>", ":serialized:": pickled}
+    data.update(n_steps=1, rollout_buffer_class=None, rollout_buffer_kwargs={})
+    data["kl_target"], data["kl_horizon"] = data.pop("adaptive_kl_target"), data.pop("adaptive_kl_horizon")
+    files["data"] = json.dumps(data).encode()
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(old, "w") as target:
+        for name, content in files.items():
+            target.writestr(name, content)
+    # SB3 alone would unpickle `agents.policies`: missing (ModuleNotFoundError) in an install,
+    # another package's `agents` beside openai-agents. load_agent never unpickles it.
+    loaded = load_agent(old)
+    assert isinstance(loaded.policy, LMActorCriticPolicy) and isinstance(
+        loaded.rollout_buffer, TokenRolloutBuffer
+    )
+    assert loaded.n_steps == 4 and loaded.adaptive_kl_target == 3.0
+    for name, value in agent.policy.state_dict().items():
+        assert (loaded.policy.state_dict()[name] == value).all()
