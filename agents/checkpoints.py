@@ -106,14 +106,6 @@ def read_checkpoint(run_dir: Path) -> Checkpoint | None:
     return Checkpoint(*files, state)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Path:
     """Make ``agent`` and ``state`` the run's checkpoint, as one unit (see the module
     docstring); returns the checkpoint's folder."""
@@ -123,7 +115,6 @@ def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Pa
     n = 1 + max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
     with staged_dir(folder / str(n)) as staging:
         agent.save(staging / ARCHIVE)
-        _fsync(staging / ARCHIVE)
         write_json(staging / STATE, state)
     write_json(run_dir / CURRENT, {"checkpoint": n})  # the commit
     # Then older checkpoints, staging left by a kill and the old layout go; what fails to go
@@ -247,8 +238,8 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
             objects["rollout_buffer_kwargs"] = {
                 name: data[name] for name in ("kl_estimator", "reward_normalization", "normalize_advantage")
             }
-            kwargs = {"adaptive_kl_target": data.get("kl_target"),
-                      "adaptive_kl_horizon": data.get("kl_horizon", 10_000), **kwargs}  # fmt: skip
+            renamed = {"kl_target": "adaptive_kl_target", "kl_horizon": "adaptive_kl_horizon"}
+            kwargs = {new: data[old] for old, new in renamed.items() if old in data} | kwargs
     return ALGOS[algo].load(archive, custom_objects=objects, **kwargs)
 
 

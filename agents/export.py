@@ -35,7 +35,7 @@ from transformers import (
 )
 
 import textgym
-from textgym.atomic import staged_dir
+from textgym.atomic import check_writable, staged_dir
 from textgym.compat import strip_quantization
 from textgym.models import DEFAULT_MODEL, eos_token_ids
 from textgym.models.loading import quiet_progress_bars
@@ -85,10 +85,9 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def _check_out(out: Path) -> None:
+    check_writable(out, "--out", folder=True)  # a file there, under a file, read-only
     if out.is_dir() and any(out.iterdir()):
         raise ValueError(f"--out {out} already exists and is not empty: choose a new directory")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is a file: choose a new directory")
 
 
 def plain_lm(net: LMActorCritic) -> PreTrainedModel:

@@ -153,8 +153,6 @@ def prepare_out(config: TrainConfig, out: Path, resume: bool) -> Checkpoint | No
         if resume:
             raise CheckpointError(f"nothing to resume: {out} does not exist")
         return None
-    if not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a directory")
     if not (out / RUN_FILE).exists():
         if any(path.name != LOCK for path in out.iterdir()):  # a lock alone: a start that failed
             raise ValueError(f"--out {out} is not empty and holds no textgym run: choose another directory")

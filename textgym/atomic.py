@@ -26,7 +26,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_path(path: str | Path) -> None:
+    """Flush a file or folder to disk (a folder: the names in it)."""
     with contextlib.suppress(OSError):  # not every file system lets a folder be opened
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -51,7 +52,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    _fsync_path(path.parent)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -84,9 +85,10 @@ def append_line(path: str | Path, line: str) -> None:
 
 @contextlib.contextmanager
 def staged_dir(target: str | Path) -> Iterator[Path]:
-    """A temporary folder beside ``target`` to fill; renamed to ``target`` when the block ends
-    without an error, removed when it raises. ``target`` must not exist (``FileExistsError``
-    if another process created it meanwhile; the staged copy is then removed)."""
+    """A temporary folder beside ``target`` to fill; its files flushed to disk and the folder
+    renamed to ``target`` when the block ends without an error, removed when it raises.
+    ``target`` must not exist (``FileExistsError`` if another process created it meanwhile; the
+    staged copy is then removed)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -98,6 +100,8 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
                 os.chmod(os.path.join(root, name), mode_dirs)
             for name in files:
                 os.chmod(os.path.join(root, name), mode_files)
+                _fsync_path(os.path.join(root, name))
+            _fsync_path(root)
         os.chmod(staging, mode_dirs)
         try:
             os.rename(staging, target)
@@ -105,7 +109,7 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
             if target.exists():
                 raise FileExistsError(f"{target} was created by another process meanwhile") from err
             raise
-        _fsync_dir(target.parent)
+        _fsync_path(target.parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
