@@ -1,7 +1,9 @@
 """Agents for textgym: pretrained causal LMs as Stable-Baselines3 policies, and TextPPO.
 
 - :class:`LMActorCriticPolicy` (and :class:`MaskableLMActorCriticPolicy` for sb3-contrib's
-  MaskablePPO): the stock path, any SB3 on-policy algorithm on a textgym env.
+  MaskablePPO): the stock path, any SB3 on-policy algorithm on a textgym env, with
+  :class:`EpisodeRolloutBuffer` (:class:`MaskableEpisodeRolloutBuffer`) as its
+  ``rollout_buffer_class`` for one forward pass per episode in updates.
 - :class:`LMPolicyConfig`: the LM policies' ``policy_kwargs`` (model, sampling knobs, LoRA, ...).
 - :class:`TextPPO`: the fast path, sequence-level PPO with batched generation and a KL penalty,
   and its :class:`TokenRolloutBuffer` of whole episodes.
@@ -10,7 +12,7 @@
   :func:`export_model`: a trained policy as a transformers model directory (``textgym export``).
 """
 
-from .buffers import TokenRolloutBuffer
+from .buffers import EpisodeRolloutBuffer, TokenRolloutBuffer
 from .evaluation import Evaluation, evaluate
 from .export import export_model
 from .network import LMActorCritic, LMPolicyConfig
@@ -19,6 +21,7 @@ from .ppo import TextPPO
 from .training import TrainConfig, train
 
 __all__ = [
+    "EpisodeRolloutBuffer",
     "Evaluation",
     "LMActorCritic",
     "LMActorCriticPolicy",
@@ -32,8 +35,9 @@ __all__ = [
 ]
 
 try:
+    from .buffers import MaskableEpisodeRolloutBuffer  # noqa: F401
     from .policies import MaskableLMActorCriticPolicy  # noqa: F401
 
-    __all__.append("MaskableLMActorCriticPolicy")
+    __all__ += ["MaskableEpisodeRolloutBuffer", "MaskableLMActorCriticPolicy"]
 except ImportError:  # sb3-contrib not installed
     pass

@@ -1,6 +1,11 @@
-"""TextPPO's rollout buffer: whole episodes, their per-token rewards and GAE, and minibatches of
-episodes, in the shape of Stable-Baselines3's ``RolloutBuffer`` (``add``,
-``compute_returns_and_advantage``, ``get``)."""
+"""Rollout buffers made of whole episodes.
+
+:class:`TokenRolloutBuffer` is TextPPO's: whole episodes, their per-token rewards and GAE, and
+minibatches of episodes, in the shape of Stable-Baselines3's ``RolloutBuffer`` (``add``,
+``compute_returns_and_advantage``, ``get``). :class:`EpisodeRolloutBuffer` (and
+:class:`MaskableEpisodeRolloutBuffer`) are SB3's own dict buffers for stock PPO, A2C and
+MaskablePPO, with minibatches of whole episodes so that the LM policies run the model once per
+episode rather than once per step."""
 
 from __future__ import annotations
 
@@ -10,11 +15,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import BaseBuffer
+from stable_baselines3.common.buffers import BaseBuffer, DictRolloutBuffer
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from .rollout import TokenBatch
+
+try:  # sb3-contrib is optional: only MaskablePPO needs it
+    from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
+except ImportError:  # pragma: no cover - exercised only without sb3-contrib
+    MaskableDictRolloutBuffer = None
 
 KL_ESTIMATORS = ("k1", "k3")
 REWARD_NORMALIZATIONS = ("none", "running", "batch")
@@ -219,3 +229,96 @@ class TokenRolloutBuffer(BaseBuffer):
         return TokenRolloutSamples(
             self._episodes().select(index), self.advantages[index], self.returns[index]
         )
+
+
+# -- the stock path: SB3's on-policy buffers, minibatches of whole episodes ---------------------
+
+
+class EpisodeObservations(dict):
+    """The observations of a minibatch made of whole episodes (what :class:`EpisodeRolloutBuffer`
+    yields): a plain dict of tensors that tells the LM policies the rows share prefixes, so they
+    do not warn that the buffer is a plain one."""
+
+
+def episode_segments(episode_starts: np.ndarray, longest: int | None = None) -> list[np.ndarray]:
+    """The flat indices (SB3's env-major order after ``swap_and_flatten``: ``env * n_steps + t``)
+    of each run of consecutive steps of one env within one episode, from a (n_steps, n_envs)
+    ``episode_starts``. A run that began before this rollout is a segment of its own; runs
+    longer than ``longest`` are cut into pieces of at most ``longest`` steps."""
+    n_steps, n_envs = episode_starts.shape
+    segments = []
+    for env in range(n_envs):
+        cuts = [0, *(t for t in range(1, n_steps) if episode_starts[t, env]), n_steps]
+        for first, end in zip(cuts[:-1], cuts[1:]):
+            step = end - first if longest is None else max(1, longest)
+            for start in range(first, end, step):
+                segments.append(env * n_steps + np.arange(start, min(start + step, end)))
+    return segments
+
+
+def pack_segments(segments: list[np.ndarray], order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Segments taken in ``order``, each put into the first minibatch it fits in (at most
+    ``batch_size`` transitions), a new one when it fits in none: whole episodes in minibatches
+    filled close to ``batch_size``."""
+    batches: list[list[np.ndarray]] = []
+    sizes: list[int] = []
+    for index in order:
+        segment = segments[index]
+        slot = next((b for b, size in enumerate(sizes) if size + len(segment) <= batch_size), len(batches))
+        if slot == len(batches):
+            batches.append([])
+            sizes.append(0)
+        batches[slot].append(segment)
+        sizes[slot] += len(segment)
+    return [np.concatenate(batch) for batch in batches]
+
+
+class EpisodeBatches:
+    """The part of :class:`EpisodeRolloutBuffer` that SB3's dict buffers lack: ``get`` yields
+    minibatches of whole episodes (shuffled by episode), whose observations the LM policies run
+    once per episode. Mixed into SB3's ``DictRolloutBuffer`` and sb3-contrib's
+    ``MaskableDictRolloutBuffer`` below."""
+
+    # The arrays SB3's get() flattens besides the observations (sb3-contrib adds action_masks).
+    FLATTENED: tuple[str, ...] = ("actions", "values", "log_probs", "advantages", "returns")
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        assert self.full, "the rollout buffer is read only once full"
+        total = self.buffer_size * self.n_envs
+        if not self.generator_ready:
+            # Before flattening: episode_starts is (n_steps, n_envs) and stays so (SB3 does not flatten it).
+            for key, obs in self.observations.items():
+                self.observations[key] = self.swap_and_flatten(obs)
+            for name in self.FLATTENED:
+                setattr(self, name, self.swap_and_flatten(getattr(self, name)))
+            self.generator_ready = True
+        batch_size = total if batch_size is None else batch_size
+        segments = episode_segments(self.episode_starts, longest=batch_size)
+        order = np.random.permutation(len(segments))  # SB3's generator, seeded by set_random_seed
+        for indices in pack_segments(segments, order, batch_size):
+            yield self._get_samples(indices)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
+        samples = super()._get_samples(batch_inds, env)
+        return samples._replace(observations=EpisodeObservations(samples.observations))
+
+
+class EpisodeRolloutBuffer(EpisodeBatches, DictRolloutBuffer):
+    """SB3's ``DictRolloutBuffer`` whose minibatches are whole episodes: pass it to stock PPO or
+    A2C as ``rollout_buffer_class=EpisodeRolloutBuffer``. Its ``get(batch_size)`` shuffles the
+    rollout's episodes and packs them into minibatches of at most ``batch_size`` transitions (an
+    episode longer than that is cut into consecutive pieces; an episode cut by the rollout's
+    start or end is a piece of its own). Within such a minibatch most observations are prefixes
+    of a longer one, and :class:`~textgym.agents.LMActorCriticPolicy` runs the model once per
+    episode instead of once per observation. Same arguments as ``DictRolloutBuffer``."""
+
+
+if MaskableDictRolloutBuffer is not None:
+
+    class MaskableEpisodeRolloutBuffer(EpisodeBatches, MaskableDictRolloutBuffer):
+        """:class:`EpisodeRolloutBuffer` for ``sb3_contrib.MaskablePPO`` (which needs its buffer
+        to store action masks): ``rollout_buffer_class=MaskableEpisodeRolloutBuffer``."""
+
+        FLATTENED = (*EpisodeBatches.FLATTENED, "action_masks")
+else:  # pragma: no cover - exercised only without sb3-contrib
+    MaskableEpisodeRolloutBuffer = None

@@ -37,7 +37,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 
-from .buffers import TokenRolloutBuffer
+from .buffers import EpisodeRolloutBuffer, TokenRolloutBuffer
 from .policies import LMActorCriticPolicy
 from .ppo import TextPPO
 
@@ -224,12 +224,14 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
     Before 0.2 the agents were the top-level package ``agents``: their archives pickled the policy
     class under that name, and TextPPO had no rollout buffer (``n_steps=1``) and called its
     adaptive-KL arguments ``kl_target``/``kl_horizon``. Such archives load with today's classes
-    and settings (SB3's ``custom_objects``), so a user's earlier runs stay usable."""
+    and settings (SB3's ``custom_objects``), so a user's earlier runs stay usable. Stock PPO and
+    A2C continue with :class:`EpisodeRolloutBuffer` (one forward pass per episode in updates),
+    whatever buffer they were saved with."""
     with zipfile.ZipFile(archive) as handle:
         data = json.loads(handle.read("data"))
     pickled = data.get("policy_class", {})
     raw = base64.b64decode(pickled.get(":serialized:", "")) if isinstance(pickled, dict) else b""
-    objects: dict[str, Any] = {}
+    objects: dict[str, Any] = {} if algo == "textppo" else {"rollout_buffer_class": EpisodeRolloutBuffer}
     if b"agents.policies" in raw and b"textgym.agents" not in raw:
         objects["policy_class"] = LMActorCriticPolicy
         if algo == "textppo":

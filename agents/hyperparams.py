@@ -76,7 +76,7 @@ EXTRA: dict[str, dict[str, Param]] = {
                 "kl_coef",
                 float,
                 minimum=0,
-                help="VecKLRewardWrapper's coefficient; ent_coef follows it unless set",
+                help="the KL coefficient: ent_coef follows it unless set (see policy_kwargs.kl_to_reference)",
             ),  # fmt: skip
         }
         for algo in STOCK

@@ -87,8 +87,10 @@ class TrainingMonitor(BaseCallback):
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals.get("infos", ()), self.locals.get("dones", ())):
-            if done and "task_reward" in info:
-                self.finished_rewards.append(float(info["task_reward"]))
+            # The task reward of a finished text: the KL reward wrappers' unshaped reward, else
+            # SB3's Monitor's episode return (the env's reward comes at the end of the text).
+            if done and ("task_reward" in info or "episode" in info):
+                self.finished_rewards.append(float(info.get("task_reward", info.get("episode", {}).get("r"))))
         spent = self._spent()
         self.run.progress(self.num_timesteps, spent)
         # A started batch runs to its end unless it was not to be started or the budget is spent.

@@ -67,6 +67,12 @@ class LMPolicyConfig:
     :param kv_cache: reuse the KV cache while stepping (False: recompute the context every step).
     :param packed_linears: act with the linear layers on oneDNN-packed weights where possible
         (CPU float32, see :mod:`textgym.models.packed`); updates never do.
+    :param kl_to_reference: the entropy term of SB3's loss (weighed by ``ent_coef``) becomes
+        minus the KL divergence from the policy to the reference (the initial model; with LoRA,
+        the model with its adapters disabled), exact over the vocabulary at every state of the
+        minibatch: with it, ``ent_coef`` is the KL coefficient of the RLHF objective ``reward -
+        ent_coef * KL(pi || pi_ref)``, with no KL noise in the rewards. Costs one reference pass
+        per episode in each update. False: SB3's entropy bonus.
     """
 
     model: str = DEFAULT_MODEL
@@ -78,6 +84,7 @@ class LMPolicyConfig:
     dtype: str = "float32"
     kv_cache: bool = True
     packed_linears: bool = True
+    kl_to_reference: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str):
@@ -87,8 +94,9 @@ class LMPolicyConfig:
             )
         self.logits_processors()  # validates temperature, top_k and top_p
         lora_config(self.lora)
-        if not isinstance(self.separate_critic, bool):
-            raise TypeError(f"separate_critic must be True or False, got {self.separate_critic!r}")
+        for name in ("separate_critic", "kl_to_reference"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -234,6 +242,36 @@ class LMActorCritic(nn.Module):
             hidden if self.critic is None else hidden_states(self.critic, ids, mask)[0][:, -1]
         )
         return self.process(self.head(hidden)), values
+
+    def at_positions(
+        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass (with grad) over left-padded (B, T) sequences: processed logits (N, V) and
+        values (N,) at the N positions ``(rows[n], columns[n])``, each as :meth:`last` gives
+        them for the sequence cut after that position (the LM is causal)."""
+        hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[rows, columns]  # (N, H)
+        if self.critic is not None:
+            values = self.value(hidden_states(self.critic, ids, mask)[0][rows, columns])
+        else:
+            values = self.value(hidden)
+        return self.process(self.head(hidden)), values
+
+    @torch.no_grad()
+    def reference_at_positions(
+        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        """The reference's raw logits (N, V) at the positions :meth:`at_positions` reads."""
+        with self.reference() as reference:
+            hidden = hidden_states(reference.get_decoder(), ids, mask).last_hidden_state[rows, columns]
+            return reference.get_output_embeddings()(hidden)
+
+    def kl_to_reference(self, logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(N,) KL(pi || pi_ref) over the vocabulary, from the policy's processed logits and the
+        reference's raw ones (temperature and mask applied, as :meth:`kl_logits`). Ids the policy
+        filters out (top-k/p, mask) have probability 0 and add nothing."""
+        log_p = torch.log_softmax(logits.clamp(min=-1e9), dim=-1)
+        log_q = torch.log_softmax(self.kl_logits(reference).clamp(min=-1e9), dim=-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
 
     def reset_cache(self) -> None:
         """Forget the KV caches (the packed weights check their own versions)."""

@@ -8,17 +8,20 @@ computation to one :class:`textgym.agents.network.LMActorCritic`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 
-from textgym.models.incremental import observation_rows, trim_padding
+from textgym.models.incremental import left_pad, observation_rows, prefix_groups
 from textgym.models.sampling import sample_tokens
 
+from .buffers import EpisodeObservations
 from .network import LMActorCritic, LMPolicyConfig
 
 try:  # sb3-contrib is optional: only MaskablePPO needs it
@@ -94,19 +97,65 @@ def set_training_mode(policy: ActorCriticPolicy, mode: bool) -> None:
     policy.train(mode)
 
 
-def observation_batch(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """SB3's observation tensors (float in rollout buffers) -> int64 (B, T) ids and mask,
-    without the columns that are padding in every row."""
-    return trim_padding(obs["input_ids"].long(), obs["attention_mask"].long())
+def prefix_batch(net: LMActorCritic, rows: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """One left-padded row per group of observations that are prefixes of one another (in a
+    minibatch of whole episodes: one row per episode, its real tokens only), and where each
+    observation's last token sits in it: ``(ids, mask, rows, columns)``."""
+    roots, owner = prefix_groups(rows)
+    device = net.invalid.device
+    ids, mask = left_pad([rows[root] for root in roots], net.pad_id, device)
+    # A root of length n sits in columns T-n..T-1; its prefix of length m ends at column T-n+m-1.
+    root_lengths = np.array([len(rows[root]) for root in roots])
+    columns = ids.shape[1] - root_lengths[owner] + np.array([len(row) for row in rows]) - 1
+    return ids, mask, torch.as_tensor(owner, device=device), torch.as_tensor(columns, device=device)
 
 
 def logits_and_values(net: LMActorCritic, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V) processed logits and (B, 1) values: cached stepping without grad, one pass with it."""
+    """(B, V) processed logits and (B, 1) values: cached stepping without grad (acting), one
+    pass per episode with it (updates, :func:`prefix_batch`)."""
+    rows = observation_rows(obs)
     if torch.is_grad_enabled():
-        logits, values = net.last(*observation_batch(obs))
+        logits, values = net.at_positions(*prefix_batch(net, rows))
     else:
-        logits, values = net.step(observation_rows(obs))
+        logits, values = net.step(rows)
     return logits, values.unsqueeze(-1)
+
+
+def evaluated(
+    policy: ActorCriticPolicy, obs: dict[str, torch.Tensor], action_masks: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, Distribution, torch.Tensor | None]:
+    """What ``evaluate_actions`` needs: processed logits, (B, 1) values, the distribution and,
+    with ``kl_to_reference``, the (B,) KL to the reference at each observation (else None)."""
+    net: LMActorCritic = policy.net
+    rows = observation_rows(obs)
+    if torch.is_grad_enabled() or net.config.kl_to_reference:
+        batch = prefix_batch(net, rows)
+        reference = net.reference_at_positions(*batch) if net.config.kl_to_reference else None
+        logits, values = net.at_positions(*batch)
+    else:
+        (logits, values), reference = net.step(rows), None
+    distribution = policy.action_dist.proba_distribution(action_logits=logits)
+    if action_masks is not None:
+        distribution.apply_masking(action_masks)
+        logits = distribution.distribution.logits  # the masked logits the distribution samples from
+    kl = None if reference is None else net.kl_to_reference(logits, reference)
+    return logits, values.unsqueeze(-1), distribution, kl
+
+
+PLAIN_BUFFER_WARNING = (
+    "{policy} is training from minibatches that are not whole episodes (a plain rollout buffer): "
+    "each observation then costs a forward pass over its whole context. Pass "
+    "rollout_buffer_class=textgym.agents.{buffer} to {algo} for one pass per episode."
+)
+
+
+def warn_if_plain(policy: ActorCriticPolicy, obs: dict[str, torch.Tensor], buffer: str, algo: str) -> None:
+    """Warn once per policy when an update's observations do not come from an episode buffer."""
+    if torch.is_grad_enabled() and not isinstance(obs, EpisodeObservations) and not policy.warned_plain:
+        policy.warned_plain = True
+        warnings.warn(
+            PLAIN_BUFFER_WARNING.format(policy=type(policy).__name__, buffer=buffer, algo=algo), stacklevel=3
+        )
 
 
 class LMActorCriticPolicy(ActorCriticPolicy):
@@ -137,6 +186,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         if use_sde:
             raise ValueError("use_sde=True is for continuous actions; LM policies act on token ids")
         self.config = lm_policy_config(observation_space, action_space, ortho_init, kwargs)
+        self.warned_plain = False  # warn_if_plain's flag
         super().__init__(
             observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **kwargs
         )
@@ -172,9 +222,14 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return actions, values, distribution.log_prob(actions)
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
-        logits, values = logits_and_values(self.net, obs)
-        distribution = self.action_dist.proba_distribution(action_logits=logits)
-        return values, distribution.log_prob(actions), distribution.entropy()
+        """Values, log-probs and entropies of ``actions`` (SB3's contract); with
+        ``kl_to_reference``, minus the KL to the reference in place of the entropy (so that SB3's
+        ``ent_coef`` term penalises the KL). With grad, the model runs once per group of
+        observations that are prefixes of one another (one pass per episode, from
+        :class:`EpisodeRolloutBuffer`'s minibatches)."""
+        warn_if_plain(self, obs, "EpisodeRolloutBuffer", "PPO or A2C")
+        _, values, distribution, kl = evaluated(self, obs)
+        return values, distribution.log_prob(actions), distribution.entropy() if kl is None else -kl
 
     def get_distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         return self.action_dist.proba_distribution(action_logits=logits_and_values(self.net, obs)[0])
@@ -198,6 +253,7 @@ if MaskableActorCriticPolicy is not None:
             **kwargs: Any,
         ):
             self.config = lm_policy_config(observation_space, action_space, ortho_init, kwargs)
+            self.warned_plain = False  # warn_if_plain's flag
             super().__init__(
                 observation_space, action_space, lr_schedule, net_arch=[], ortho_init=False, **kwargs
             )
@@ -223,9 +279,9 @@ if MaskableActorCriticPolicy is not None:
         def evaluate_actions(
             self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None
         ):
-            logits, values = logits_and_values(self.net, obs)
-            distribution = self._distribution(logits, action_masks)
-            return values, distribution.log_prob(actions), distribution.entropy()
+            warn_if_plain(self, obs, "MaskableEpisodeRolloutBuffer", "MaskablePPO")
+            _, values, distribution, kl = evaluated(self, obs, action_masks)
+            return values, distribution.log_prob(actions), distribution.entropy() if kl is None else -kl
 
         def get_distribution(self, obs: dict[str, torch.Tensor], action_masks: Any = None):
             return self._distribution(logits_and_values(self.net, obs)[0], action_masks)

@@ -35,6 +35,7 @@ from textgym.atomic import check_writable, write_json
 from textgym.models import DEFAULT_MODEL, load_tokenizer
 from textgym.wrappers import VecKLRewardWrapper
 
+from .buffers import EpisodeRolloutBuffer
 from .checkpoints import (
     ALGOS,
     LOCK,
@@ -203,7 +204,10 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
     """The algorithm with the run's resolved hyperparameters (``config.resolved()``)."""
     kwargs = constructor_kwargs(config.algo, config.hyperparams)
     policy_kwargs = {"model": config.model, **config.hyperparams["policy_kwargs"]}
-    policy = "LMPolicy" if config.algo == "textppo" else LMActorCriticPolicy
+    if config.algo == "textppo":
+        policy = "LMPolicy"
+    else:  # stock PPO/A2C: minibatches of whole episodes, one forward pass per episode
+        policy, kwargs["rollout_buffer_class"] = LMActorCriticPolicy, EpisodeRolloutBuffer
     env = training_env(config)
     return ALGOS[config.algo](
         policy, env, seed=config.seed, tensorboard_log=str(tensorboard), policy_kwargs=policy_kwargs, **kwargs
@@ -211,13 +215,17 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
 
 
 def training_env(config: TrainConfig) -> Any:
-    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs that pay the KL to a frozen copy of
-    the initial model, scored for all envs in one batched step."""
+    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs; unless the policy computes the KL
+    itself (``policy_kwargs.kl_to_reference``), they pay the KL to a frozen copy of the initial
+    model in their rewards, scored for all envs in one batched step."""
     if config.algo == "textppo":
         return gym.make(config.env, model=config.model)
-    venv = make_vec_env(
-        config.env, n_envs=config.hyperparams["n_envs"], seed=config.seed, env_kwargs={"model": config.model}
-    )
+    # render_mode: the envs' own ("ansi"), not the "rgb_array" make_vec_env asks for by default
+    env_kwargs = {"model": config.model, "render_mode": "ansi"}
+    n_envs = config.hyperparams["n_envs"]
+    venv = make_vec_env(config.env, n_envs=n_envs, seed=config.seed, env_kwargs=env_kwargs)
+    if config.hyperparams["policy_kwargs"].get("kl_to_reference"):
+        return venv
     return VecKLRewardWrapper(venv, coef=config.hyperparams["kl_coef"], model=config.model)
 
 

@@ -17,27 +17,41 @@ Measures, in one run and as ratios, with the default model in fp32 on this machi
 - the PPO update (``train()`` epochs: one pass per sequence, loss, backward, optimiser step) vs.
   a bare forward + backward loop over the same sequences and minibatches; the reference pass
   that feeds the KL penalty is timed apart;
-- peak memory of a TextPPO iteration (policy, value head, reference, optimiser), in a fresh process.
+- peak memory of a TextPPO iteration (policy, value head, reference, optimiser), in a fresh process;
+- stock SB3 PPO as ``textgym train --algo ppo`` builds it (the registry's env count and batch,
+  ``EpisodeRolloutBuffer``, the KL in the policy) against TextPPO with as many episodes, on each
+  env (``--stock-train-envs``), each in a fresh process: the rollout vs. TextPPO's rollout; the
+  update (``train()``, with the policy's reference pass for the KL) vs. TextPPO's update and
+  reference pass; the
+  update with the episode buffer vs. SB3's plain buffer on the same rollout and from the same
+  weights (the plain buffer's first ``--plain-minibatches`` minibatches: it is that slow); the
+  stock run's peak memory. Tokens are generated tokens (SB3 transitions) trained per second.
 Prints one table and writes one JSON record per run, never overwriting earlier runs.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import multiprocessing
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import torch
 from common import parse_args, peak_rss_gb, random_policy_steps, timed, write_record
 from rich.console import Console
 from rich.table import Table
+from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
 from textgym.agents import LMActorCriticPolicy, TextPPO
-from textgym.agents.hyperparams import constructor_kwargs, hyperparams
+from textgym.agents.hyperparams import PROFILES, constructor_kwargs, hyperparams
 from textgym.agents.rollout import TokenBatch
+from textgym.agents.training import TrainConfig, build_agent
 from textgym.models import DEFAULT_MODEL, load_model
 from textgym.models.incremental import left_pad, position_ids
 from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
@@ -58,6 +72,9 @@ class Args:
     stock_only: str = ""  # comma-separated env ids for the stock comparison ("": every env)
     skip_stock: bool = False
     skip_textppo: bool = False  # only the env and stock-path figures
+    stock_train_envs: str = ",".join(textgym.ENVS)  # envs of the stock PPO vs TextPPO training rows
+    plain_minibatches: int = 1  # minibatches timed with SB3's plain buffer (one pass per observation)
+    stock_train_profile: str = "default"  # the registry's profile for those rows (quick: small batches)
     seed: int = 0
     out: str = "benchmarks/results"
 
@@ -67,6 +84,11 @@ class Args:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if not all(part.isdigit() and int(part) >= 1 for part in self.stock_sweep.split(",") if part):
             raise ValueError(f"--stock-sweep takes env counts >= 1, comma-separated: {self.stock_sweep!r}")
+        unknown = [e for e in self.stock_train_envs.split(",") if e and e not in textgym.ENVS]
+        if unknown:
+            raise ValueError(f"--stock-train-envs: unknown env ids {unknown}; expected {list(textgym.ENVS)}")
+        if self.stock_train_profile not in PROFILES:
+            raise ValueError(f"--stock-train-profile: one of {PROFILES}, got {self.stock_train_profile!r}")
 
     @property
     def sweep(self) -> list[int]:
@@ -212,6 +234,110 @@ def measure_memory(args: Args) -> float:
     return peak
 
 
+class FirstMinibatches(DictRolloutBuffer):
+    """SB3's plain buffer, cut to its first ``limit`` minibatches (timing only), counting the
+    transitions it yields."""
+
+    limit = 1
+    yielded = 0
+
+    def get(self, batch_size=None):
+        for samples in itertools.islice(super().get(batch_size), self.limit):
+            self.yielded += len(samples.actions)
+            yield samples
+
+
+def plain_copy(buffer: DictRolloutBuffer, limit: int) -> FirstMinibatches:
+    """The same rollout (before ``get`` flattens it) in SB3's plain buffer."""
+    plain = FirstMinibatches(
+        buffer.buffer_size, buffer.observation_space, buffer.action_space, device=buffer.device,
+        gae_lambda=buffer.gae_lambda, gamma=buffer.gamma, n_envs=buffer.n_envs,
+    )  # fmt: skip
+    for name in ("observations", "actions", "rewards", "returns", "episode_starts", "values", "log_probs",
+                 "advantages", "pos", "full"):  # fmt: skip
+        setattr(plain, name, copy.deepcopy(getattr(buffer, name)))
+    plain.limit = limit
+    return plain
+
+
+def stock_training_probe(args: Args, env_id: str, queue) -> None:
+    """Stock PPO as ``textgym train --algo ppo`` builds it: one rollout, its update with the
+    episode buffer and (from the same weights) with the plain buffer; peak memory."""
+    with tempfile.TemporaryDirectory() as logs:
+        config = TrainConfig(
+            env=env_id, algo="ppo", model=args.model, seed=args.seed, profile=args.stock_train_profile
+        ).resolved()
+        agent = build_agent(config, Path(logs))
+        agent._setup_learn(total_timesteps=10**12)
+        callback = agent._init_callback(None)
+        rollout_s, _ = timed(
+            lambda: agent.collect_rollouts(agent.env, callback, agent.rollout_buffer, agent.n_steps)
+        )
+        transitions = agent.n_steps * agent.n_envs
+        plain = plain_copy(agent.rollout_buffer, args.plain_minibatches)
+        weights = copy.deepcopy(agent.policy.state_dict()), copy.deepcopy(agent.policy.optimizer.state_dict())
+        update_s, _ = timed(agent.train)
+        agent.policy.load_state_dict(weights[0])
+        agent.policy.optimizer.load_state_dict(weights[1])
+        agent.rollout_buffer = plain
+        plain_s, _ = timed(agent.train)
+        queue.put({
+            "n_envs": agent.n_envs, "n_steps": agent.n_steps, "batch_size": agent.batch_size,
+            "rollout": {"tokens": transitions, "seconds": rollout_s, "tokens_per_s": transitions / rollout_s},
+            "update": {"tokens": transitions * agent.n_epochs, "seconds": update_s,
+                       "tokens_per_s": transitions * agent.n_epochs / update_s},
+            "plain_update": {"tokens": plain.yielded, "seconds": plain_s,
+                             "tokens_per_s": plain.yielded / plain_s},
+            "peak_rss_gb": peak_rss_gb(),
+        })  # fmt: skip
+
+
+def textppo_training_probe(args: Args, env_id: str, episodes: int, queue) -> None:
+    """TextPPO on ``env_id`` with the registry's values and ``episodes`` per batch: one rollout
+    (and its reference pass) and one update, in generated tokens per second."""
+    env = gym.make(env_id, model=args.model)
+    profile = args.stock_train_profile
+    values = hyperparams("textppo", env_id, profile, overrides={"batch_episodes": episodes})
+    agent = TextPPO("LMPolicy", env, seed=args.seed, **constructor_kwargs("textppo", values))
+    agent._setup_learn(total_timesteps=10**12)
+    rollout(agent)
+    tokens = sum(agent.last_rollout["lengths"])
+    agent.train()
+    seconds = agent.last_rollout["seconds"]
+    # Its reference pass (run as the batch is stored) counts with the update, as the stock
+    # policy's (kl_to_reference) runs in its update.
+    update_s = agent.last_update["seconds"] + agent.last_rollout["reference_seconds"]
+    trained = tokens * agent.n_epochs
+    queue.put({
+        "rollout": {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds},
+        "update": {"tokens": trained, "seconds": update_s, "tokens_per_s": trained / update_s},
+        "peak_rss_gb": peak_rss_gb(),
+    })  # fmt: skip
+
+
+def in_fresh_process(target, *arguments) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(*arguments, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def measure_stock_training(args: Args, console: Console) -> dict[str, dict]:
+    results = {}
+    for env_id in [e for e in args.stock_train_envs.split(",") if e]:
+        console.print(f"stock PPO (registry values, episode buffer) on {env_id}: rollout and update ...")
+        stock = in_fresh_process(stock_training_probe, args, env_id)
+        console.print(f"TextPPO with {stock['n_envs']} episodes on {env_id}: rollout and update ...")
+        results[env_id] = {
+            "ppo": stock,
+            "textppo": in_fresh_process(textppo_training_probe, args, env_id, stock["n_envs"]),
+        }
+    return results
+
+
 def measure_textppo(args: Args, console: Console) -> dict:
     """Rollout vs. generate, update vs. forward+backward, and peak memory of an iteration."""
     console.print(f"measuring peak memory of one TextPPO iteration ({args.batch} x {args.new_tokens}) ...")
@@ -254,6 +380,7 @@ def main() -> None:
             sweep[n_envs] = stock_comparison(args, args.env, n_envs, console)
         kl[args.env] = stock_comparison(args, args.env, args.stock_envs, console, kl=True)
     results = {} if args.skip_textppo else measure_textppo(args, console)
+    results["stock_training"] = training = measure_stock_training(args, console)
     results |= {
         "random_policy": random_policy,
         "stock": stock,
@@ -315,6 +442,25 @@ def main() -> None:
             ("peak memory of a TextPPO iteration (fresh process)", "GB",
              f"{results['textppo_peak_rss_gb']:.2f}", "", "", "<= 5 GB"),
         ]  # fmt: skip
+
+    for env_id, row in training.items():
+        ppo, textppo = row["ppo"], row["textppo"]
+        shape = f"{ppo['n_envs']} envs x {ppo['n_steps']} steps, minibatch {ppo['batch_size']}"
+        for key, label, ours, baseline, target in (
+            ("stock_update_vs_textppo", f"stock PPO update vs TextPPO update, with their KL passes ({shape})",
+             ppo["update"], textppo["update"], ">= 0.7x"),
+            ("stock_episode_vs_plain_buffer", "stock PPO update: EpisodeRolloutBuffer vs SB3's plain buffer",
+             ppo["update"], ppo["plain_update"], ""),
+            ("stock_rollout_vs_textppo",
+             f"stock PPO rollout vs TextPPO rollout ({ppo['n_envs']} texts)",
+             ppo["rollout"], textppo["rollout"], ">= 0.7x"),
+        ):  # fmt: skip
+            ratios[f"{key}/{env_id}"] = ours["tokens_per_s"] / baseline["tokens_per_s"]
+            ratio = ratios[f"{key}/{env_id}"]
+            rows.append((f"{label}: {env_id}", "tokens/s", f"{ours['tokens_per_s']:.0f}",
+                         f"{baseline['tokens_per_s']:.0f}", f"{ratio:.2f}x", target))  # fmt: skip
+        rows.append((f"peak memory of stock PPO, one rollout + update, fresh process: {env_id}", "GB",
+                     f"{ppo['peak_rss_gb']:.2f}", f"{textppo['peak_rss_gb']:.2f}", "", ""))  # fmt: skip
 
     table = Table(title=f"throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
     for column in ("measurement", "unit", "ours", "baseline", "ratio", "target"):

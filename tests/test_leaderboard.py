@@ -107,7 +107,8 @@ def test_quick_and_full_settings():
 
 def test_records_from_before_the_registry_keep_their_keys():
     """Keys that trained runs had before the hyperparameter registry (computed then): their
-    records still count, so the published board need not be re-run."""
+    records still count, so the published board need not be re-run; stock PPO's changed
+    hyperparameters (64 envs, the KL in the policy) make its old records another experiment."""
     before = {
         (False, "ppo", 0): "TextGen-Sentiment-v0-ppo-s0-b59ce19a75",
         (False, "textppo", 0): "TextGen-Sentiment-v0-textppo-s0-2298d65a1d",
@@ -119,6 +120,9 @@ def test_records_from_before_the_registry_keep_their_keys():
     for (quick, agent, seed), key in before.items():
         config = LeaderboardConfig(quick=quick).resolved()
         spec = RunSpec("TextGen-Sentiment-v0", agent, seed)
+        if agent == "ppo":
+            assert key not in spec.keys(config)
+            continue
         assert spec.legacy_key(config) == key and key in spec.keys(config)
         record = {"key": key, "env": spec.env, "agent": agent, "seed": seed}
         newer = {**record, "key": spec.key(config), "note": "re-run"}

@@ -13,9 +13,8 @@ from stable_baselines3 import A2C, PPO
 
 import textgym
 from textgym.agents import LMActorCritic, LMActorCriticPolicy, LMPolicyConfig
-from textgym.agents.policies import observation_batch
 from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
-from textgym.models.incremental import observation_rows
+from textgym.models.incremental import observation_rows, trim_padding
 
 TINY = {"model": "tiny"}
 SHORT = {"model": "tiny", "max_new_tokens": 6}
@@ -38,6 +37,11 @@ def episode_observations(env, n: int = 5, seed: int = 0):
 def text_length(prompts, completions, references):
     """A reward every env can earn with random tokens, so that every update has a signal."""
     return np.array([len(text) / 50 for text in completions], dtype=np.float32)
+
+
+def observation_batch(obs):
+    """The per-observation reference: (B, T) ids and mask, padding trimmed, one row each."""
+    return trim_padding(obs["input_ids"].long(), obs["attention_mask"].long())
 
 
 def as_batch(policy, observation):

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from textgym.agents import training
+from textgym.agents import EpisodeRolloutBuffer, training
 from textgym.agents.checkpoints import (
     CHECKPOINTS,
     CURRENT,
@@ -224,12 +224,23 @@ def test_resuming_continues_exactly_where_the_run_stopped(tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_stock_algorithms_train_with_the_kl_wrapper(tmp_path, algo):
+def test_stock_algorithms_train_with_the_episode_buffer_and_the_kl_in_the_policy(tmp_path, algo):
     result = train(tiny_config(algo, budget_tokens=8), tmp_path / algo, console=QUIET)
     assert result["summary"]["train_tokens"] >= 8 and len(result["curve"]) >= 1
     agent = load_agent(tmp_path / algo)
     assert type(agent).__name__ == algo.upper()
     assert agent.n_envs == 2 and agent.n_steps == 4 and agent.ent_coef == 0.05 and agent.gamma == 1.0
+    assert agent.rollout_buffer_class is EpisodeRolloutBuffer and agent.policy.net.config.kl_to_reference
+
+
+def test_monitor_reads_the_task_reward_from_the_kl_wrapper_or_from_sb3s_monitor():
+    monitor = TrainingMonitor(Run(tiny_config("ppo").resolved(), Path("unused"), QUIET), FakeClock())
+    monitor.init_callback(SimpleNamespace(num_timesteps=0))
+    monitor.on_training_start({}, {})
+    infos = [{"task_reward": 0.5, "episode": {"r": 9.0}}, {"episode": {"r": -0.25, "l": 3}}, {}, {"x": 1}]
+    monitor.update_locals({"infos": infos, "dones": [True, True, True, False]})
+    monitor.on_step()
+    assert monitor.finished_rewards == [0.5, -0.25]
 
 
 class FakeClock:

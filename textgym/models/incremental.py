@@ -202,3 +202,47 @@ class IncrementalForward:
         self._rows = rows
         self.misses += 1
         return self._last
+
+
+# Powers of an odd 64-bit base: a polynomial hash of token prefixes (arithmetic wraps mod 2**64).
+_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
+_HASH_POWERS = np.ones(1, dtype=np.uint64)
+
+
+def _prefix_hashes(row: np.ndarray) -> np.ndarray:
+    """(n,) uint64 hashes of the row's prefixes of lengths 1..n."""
+    global _HASH_POWERS
+    if len(_HASH_POWERS) < len(row):
+        powers = np.ones(max(len(row), 2 * len(_HASH_POWERS)), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for i in range(1, len(powers)):
+                powers[i] = powers[i - 1] * _HASH_BASE
+        _HASH_POWERS = powers
+    with np.errstate(over="ignore"):
+        return np.cumsum((row.astype(np.uint64) + np.uint64(1)) * _HASH_POWERS[: len(row)], dtype=np.uint64)
+
+
+def prefix_groups(rows: list[np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """Group token rows by shared prefixes: ``(roots, owner)``, where ``roots`` are indices of
+    rows that are no prefix of another row (the longest of each episode, in a batch of one
+    episode's observations) and ``rows[i] == rows[roots[owner[i]]][:len(rows[i])]`` for every i.
+    A causal LM run once over each root gives every row's last-position output. Prefixes are
+    found by hashing and confirmed token by token, in time linear in the tokens."""
+    owner = np.zeros(len(rows), dtype=np.int64)
+    roots: list[int] = []
+    found: dict[tuple[int, int], list[int]] = {}  # (prefix length, hash) -> roots holding it
+    hashes = [_prefix_hashes(row) for row in rows]
+    for i in sorted(range(len(rows)), key=lambda i: -len(rows[i])):
+        row = rows[i]
+        key = (len(row), int(hashes[i][-1])) if len(row) else (0, 0)
+        for root in found.get(key, ()):
+            if np.array_equal(rows[roots[root]][: len(row)], row):
+                owner[i] = root
+                break
+        else:
+            owner[i] = len(roots)
+            roots.append(i)
+            for length, value in enumerate(hashes[i].tolist(), start=1):
+                found.setdefault((length, value), []).append(owner[i])
+            found.setdefault((0, 0), []).append(owner[i])
+    return roots, owner
