@@ -22,6 +22,7 @@ def test_throughput_writes_every_figure(tmp_path):
         "--new-tokens", "4", "--minibatch", "2", "--repeats", "1", "--random-episodes", "1",
         "--stock-envs", "2", "--stock-steps", "3", "--stock-sweep", "1", "--out", str(tmp_path),
         "--stock-train-envs", "TextGen-Sentiment-v0", "--stock-train-profile", "quick",
+        "--plain-transitions", "5",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
     assert out.returncode == 0, out.stderr
@@ -44,7 +45,7 @@ def test_throughput_writes_every_figure(tmp_path):
         expected.add(f"{key}/TextGen-Sentiment-v0")
     training = record["stock_training"]["TextGen-Sentiment-v0"]
     assert training["ppo"]["n_envs"] == 4 and training["ppo"]["rollout"]["tokens"] == 4 * 8  # quick profile
-    assert training["ppo"]["plain_update"]["tokens"] == 16  # one minibatch of the plain buffer
+    assert training["ppo"]["plain_update"]["tokens"] == 5  # one minibatch of the plain buffer
     assert training["textppo"]["rollout"]["tokens"] > 0 and training["ppo"]["peak_rss_gb"] > 0
     assert set(record["ratios"]) == expected
     assert all(ratio > 0 for ratio in record["ratios"].values())
