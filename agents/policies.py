@@ -110,15 +110,25 @@ def prefix_batch(net: LMActorCritic, rows: list[np.ndarray]) -> tuple[torch.Tens
     return ids, mask, torch.as_tensor(owner, device=device), torch.as_tensor(columns, device=device)
 
 
-def logits_and_values(net: LMActorCritic, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V) processed logits and (B, 1) values: cached stepping without grad (acting), one
-    pass per episode with it (updates, :func:`prefix_batch`)."""
+def forward(
+    net: LMActorCritic, obs: dict[str, torch.Tensor], reference: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(B, V) processed logits, (B, 1) values and, with ``reference``, the reference model's
+    logits at the same observations (else None). Cached stepping without grad (acting); one pass
+    per episode (:func:`prefix_batch`) with grad (updates) or when the reference is wanted."""
     rows = observation_rows(obs)
-    if torch.is_grad_enabled():
-        logits, values = net.at_positions(*prefix_batch(net, rows))
+    if torch.is_grad_enabled() or reference:
+        batch = prefix_batch(net, rows)
+        reference_logits = net.reference_at_positions(*batch) if reference else None
+        logits, values = net.at_positions(*batch)
     else:
-        logits, values = net.step(rows)
-    return logits, values.unsqueeze(-1)
+        (logits, values), reference_logits = net.step(rows), None
+    return logits, values.unsqueeze(-1), reference_logits
+
+
+def logits_and_values(net: LMActorCritic, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V) processed logits and (B, 1) values (:func:`forward` without the reference)."""
+    return forward(net, obs)[:2]
 
 
 def evaluated(
@@ -127,19 +137,13 @@ def evaluated(
     """What ``evaluate_actions`` needs: processed logits, (B, 1) values, the distribution and,
     with ``kl_to_reference``, the (B,) KL to the reference at each observation (else None)."""
     net: LMActorCritic = policy.net
-    rows = observation_rows(obs)
-    if torch.is_grad_enabled() or net.config.kl_to_reference:
-        batch = prefix_batch(net, rows)
-        reference = net.reference_at_positions(*batch) if net.config.kl_to_reference else None
-        logits, values = net.at_positions(*batch)
-    else:
-        (logits, values), reference = net.step(rows), None
+    logits, values, reference = forward(net, obs, reference=net.config.kl_to_reference)
     distribution = policy.action_dist.proba_distribution(action_logits=logits)
     if action_masks is not None:
         distribution.apply_masking(action_masks)
         logits = distribution.distribution.logits  # the masked logits the distribution samples from
     kl = None if reference is None else net.kl_to_reference(logits, reference)
-    return logits, values.unsqueeze(-1), distribution, kl
+    return logits, values, distribution, kl
 
 
 PLAIN_BUFFER_WARNING = (
