@@ -6,7 +6,8 @@
   ``rollout_buffer_class`` for one forward pass per episode in updates.
 - :class:`LMPolicyConfig`: the LM policies' ``policy_kwargs`` (model, sampling knobs, LoRA, ...).
 - :class:`TextPPO`: the fast path, sequence-level PPO with batched generation and a KL penalty,
-  and its :class:`TokenRolloutBuffer` of whole episodes.
+  and its :class:`TokenRolloutBuffer` of whole episodes; :class:`GRPO`, :class:`RLOO` (group
+  baselines over several texts per prompt) and :class:`REINFORCE` are named configurations of it.
 - :func:`evaluate`: a policy or checkpoint on fixed prompts (reward, task metrics, fluency,
   diversity, KL); :func:`train`: one budgeted, checkpointed run (``textgym train``);
   :func:`export_model`: a trained policy as a transformers model directory (``textgym export``).
@@ -17,10 +18,13 @@ from .evaluation import Evaluation, evaluate
 from .export import export_model
 from .network import LMActorCritic, LMPolicyConfig
 from .policies import LMActorCriticPolicy
-from .ppo import TextPPO
+from .ppo import GRPO, REINFORCE, RLOO, TextPPO
 from .training import TrainConfig, train
 
 __all__ = [
+    "GRPO",
+    "REINFORCE",
+    "RLOO",
     "EpisodeRolloutBuffer",
     "Evaluation",
     "LMActorCritic",

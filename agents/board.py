@@ -20,6 +20,9 @@ LABELS = {
     "greedy": "untrained, greedy",
     "ppo": "SB3 PPO + LMActorCriticPolicy",
     "textppo": "TextPPO",
+    "grpo": "GRPO",
+    "rloo": "RLOO",
+    "reinforce": "REINFORCE",
 }
 
 

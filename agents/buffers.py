@@ -28,12 +28,29 @@ except ImportError:  # pragma: no cover - exercised only without sb3-contrib
 
 KL_ESTIMATORS = ("k1", "k3")
 REWARD_NORMALIZATIONS = ("none", "running", "batch")
+GROUP_BASELINES = ("mean", "leave_one_out")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_groups(batch_episodes: int, group_size: Any, group_baseline: Any) -> None:
+    """ValueError unless ``group_size`` is a positive int dividing ``batch_episodes`` and
+    ``group_baseline`` is None or one of :data:`GROUP_BASELINES` with groups of 2 or more."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if batch_episodes % group_size:
+        raise ValueError(
+            f"group_size ({group_size}) must divide the batch's episodes ({batch_episodes}): "
+            "each prompt's texts are sampled together"
+        )
+    if group_baseline is not None:
+        check_choice("group_baseline", group_baseline, GROUP_BASELINES)
+        if group_size < 2:
+            raise ValueError(f"group_baseline={group_baseline!r} needs group_size >= 2, got {group_size}")
 
 
 def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -106,6 +123,14 @@ class TokenRolloutBuffer(BaseBuffer):
     :param reward_normalization: ``"none"``, ``"running"`` (task rewards divided by their
         running std) or ``"batch"`` (standardised within the batch).
     :param normalize_advantage: whiten the advantages over the batch's emitted tokens.
+    :param group_size: consecutive groups of this many episodes share a prompt (1: no groups).
+    :param group_baseline: None, ``"mean"`` (GRPO: each text's return minus its group's mean)
+        or ``"leave_one_out"`` (RLOO: minus the mean of the group's other texts). The baseline
+        is a per-text shift of the last token's reward, so it applies with or without a critic.
+    :param scale_group_std: divide each text's rewards by the std of its group's reward sums
+        (plus 1e-4): GRPO's scaling.
+    :param use_critic: per-token advantages from the value head (GAE); False: every token's
+        advantage is its return to go (gamma-discounted, no value), as in REINFORCE and GRPO.
     """
 
     def __init__(
@@ -120,8 +145,17 @@ class TokenRolloutBuffer(BaseBuffer):
         kl_estimator: str = "k1",
         reward_normalization: str = "none",
         normalize_advantage: bool = True,
+        group_size: int = 1,
+        group_baseline: str | None = None,
+        scale_group_std: bool = False,
+        use_critic: bool = True,
     ):
         super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        check_groups(buffer_size, group_size, group_baseline)
+        self.group_size = group_size
+        self.group_baseline = group_baseline
+        self.scale_group_std = scale_group_std
+        self.use_critic = use_critic
         self.gae_lambda = gae_lambda
         self.gamma = gamma
         self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
@@ -158,12 +192,33 @@ class TokenRolloutBuffer(BaseBuffer):
             raise RuntimeError("the buffer is empty: add() a batch of episodes first")
         return self.episodes
 
-    def _chunks(self, size: int | None, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-        """Indices of consecutive groups of ``size`` episodes (of ``order``, a permutation)."""
+    def _chunks(self, size: int | None, order: torch.Tensor | None = None) -> Iterator[TokenBatch]:
+        """Consecutive runs of ``size`` episodes of ``order`` (a permutation of whole groups, or
+        of episodes): ``(indices, episodes)``, the episodes sharing each group's prompt pass when
+        the run is made of whole groups."""
         order = torch.arange(self.buffer_size) if order is None else order
         size = size or self.buffer_size
+        episodes = self._episodes()
         for first in range(0, self.buffer_size, size):
-            yield order[first : first + size]
+            index = order[first : first + size]
+            yield index, episodes.select(index, self._group_size_of(index))
+
+    def _group_size_of(self, index: torch.Tensor) -> int:
+        """``group_size`` if ``index`` lists whole groups, each in order; else 1."""
+        k = self.group_size
+        if k == 1 or len(index) % k:
+            return 1
+        rows = index.reshape(-1, k)
+        steps = torch.arange(k, device=rows.device)
+        whole = (rows[:, 0] % k == 0).all() and (rows - rows[:, :1] == steps).all()
+        return k if bool(whole) else 1
+
+    def group_order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random order of the episodes that keeps each group's episodes together, in order."""
+        device = None if generator is None else generator.device
+        k = self.group_size
+        groups = torch.randperm(self.buffer_size // k, generator=generator, device=device)
+        return (groups[:, None] * k + torch.arange(k, device=groups.device)).reshape(-1)
 
     @torch.no_grad()
     def compute_returns_and_advantage(
@@ -187,8 +242,7 @@ class TokenRolloutBuffer(BaseBuffer):
         mask = episodes.response_mask  # (B, R)
         kl = torch.zeros_like(episodes.log_probs)
         if reference is not None:
-            for index in self._chunks(batch_size):
-                part = episodes.select(index)
+            for index, part in self._chunks(batch_size):
                 select = part.response_mask
                 rows = torch.zeros_like(part.kl_log_probs)
                 rows[select] = kl_penalty(part.kl_log_probs[select], reference(part), self.kl_estimator)
@@ -203,12 +257,36 @@ class TokenRolloutBuffer(BaseBuffer):
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         rewards = -kl_coef * kl
         last = (episodes.lengths - 1).clamp(min=0)
-        rewards[torch.arange(len(last)), last] += scores
-        advantages, returns = gae(rewards, episodes.values, mask, self.gamma, self.gae_lambda)
+        rows = torch.arange(len(last))
+        rewards[rows, last] += scores
+        if self.group_baseline is not None or self.scale_group_std:
+            rewards = self._group_relative(rewards, mask, last)
+        values = episodes.values if self.use_critic else torch.zeros_like(episodes.values)
+        lam = self.gae_lambda if self.use_critic else 1.0
+        advantages, returns = gae(rewards, values, mask, self.gamma, lam)
         if self.normalize_advantage:
             advantages = whiten(advantages, mask)
         self.kl, self.advantages, self.returns = kl, advantages, returns
         self.sequence_kl = float(kl.sum(-1).mean())
+
+    def _group_relative(self, rewards: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Per-token rewards (B, R) made relative to each text's group: the group baseline of
+        the texts' reward sums (task reward minus KL penalties) comes off each last token's
+        reward, and with ``scale_group_std`` a text's rewards are divided by its group's std."""
+        k, rows = self.group_size, torch.arange(len(last))
+        totals = (rewards * mask).sum(-1).reshape(-1, k)  # (G, k) each text's reward sum
+        rewards = rewards.clone()
+        if self.group_baseline == "mean":
+            baseline = totals.mean(-1, keepdim=True).expand(-1, k)
+        elif self.group_baseline == "leave_one_out":
+            baseline = (totals.sum(-1, keepdim=True) - totals) / (k - 1)
+        else:
+            baseline = torch.zeros_like(totals)
+        rewards[rows, last] -= baseline.reshape(-1)
+        if self.scale_group_std:
+            std = totals.std(-1, keepdim=True) if k > 1 else torch.ones_like(totals[:, :1])
+            rewards = rewards / (std.expand(-1, k).reshape(-1, 1) + 1e-4)
+        return rewards * mask
 
     def get(
         self, batch_size: int | None = None, generator: torch.Generator | None = None
@@ -217,18 +295,15 @@ class TokenRolloutBuffer(BaseBuffer):
         ``generator`` (None: torch's global one); each episode appears once per call."""
         if self.advantages is None:
             raise RuntimeError("get() needs advantages: call compute_returns_and_advantage() first")
-        device = None if generator is None else generator.device
-        order = torch.randperm(self.buffer_size, generator=generator, device=device)
-        for index in self._chunks(batch_size, order):
-            yield self._get_samples(index)
+        for index, part in self._chunks(batch_size, self.group_order(generator)):
+            yield TokenRolloutSamples(part, self.advantages[index], self.returns[index])
 
     def _get_samples(
         self, batch_inds: np.ndarray | torch.Tensor, env: VecNormalize | None = None
     ) -> TokenRolloutSamples:
         index = torch.as_tensor(batch_inds)
-        return TokenRolloutSamples(
-            self._episodes().select(index), self.advantages[index], self.returns[index]
-        )
+        part = self._episodes().select(index, self._group_size_of(index))
+        return TokenRolloutSamples(part, self.advantages[index], self.returns[index])
 
 
 # -- the stock path: SB3's on-policy buffers, minibatches of whole episodes ---------------------

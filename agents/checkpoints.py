@@ -39,9 +39,11 @@ from textgym.atomic import staged_dir, write_json  # write_json: also imported f
 
 from .buffers import EpisodeRolloutBuffer, TokenRolloutBuffer
 from .policies import LMActorCriticPolicy
-from .ppo import TextPPO
+from .ppo import GRPO, REINFORCE, RLOO, TextPPO
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"textppo": TextPPO, "ppo": PPO, "a2c": A2C}
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "textppo": TextPPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "ppo": PPO, "a2c": A2C,
+}  # fmt: skip
 RUN_FILE = "run.json"
 LOCK = "train.lock"
 CHECKPOINTS = Path("checkpoints")
@@ -231,10 +233,11 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
         data = json.loads(handle.read("data"))
     pickled = data.get("policy_class", {})
     raw = base64.b64decode(pickled.get(":serialized:", "")) if isinstance(pickled, dict) else b""
-    objects: dict[str, Any] = {} if algo == "textppo" else {"rollout_buffer_class": EpisodeRolloutBuffer}
+    sequence = issubclass(ALGOS[algo], TextPPO)
+    objects: dict[str, Any] = {} if sequence else {"rollout_buffer_class": EpisodeRolloutBuffer}
     if b"agents.policies" in raw and b"textgym.agents" not in raw:
         objects["policy_class"] = LMActorCriticPolicy
-        if algo == "textppo":
+        if sequence:
             objects["n_steps"] = data["batch_episodes"]
             objects["rollout_buffer_class"] = TokenRolloutBuffer
             objects["rollout_buffer_kwargs"] = {

@@ -67,7 +67,7 @@ class Param:
 POLICY_KWARGS = Param("policy_kwargs", dict, {}, help="LMActorCriticPolicy's arguments; the model is --model")
 # Settings that are not constructor arguments: textgym applies them around the algorithm.
 EXTRA: dict[str, dict[str, Param]] = {
-    "textppo": {"policy_kwargs": POLICY_KWARGS},
+    **{algo: {"policy_kwargs": POLICY_KWARGS} for algo in ("textppo", "grpo", "rloo", "reinforce")},
     **{
         algo: {
             "policy_kwargs": POLICY_KWARGS,
@@ -223,7 +223,7 @@ def check_constructor(algo: str, values: dict[str, Any]) -> None:
     """Run ``algo``'s own checks of its arguments (``kl_estimator`` one of its estimators,
     ``gamma`` in [0, 1], ...) on the resolved ``values`` without building it: no env and no
     model, as SB3's ``load`` constructs an algorithm. ValueError names what it rejects."""
-    policy = "LMPolicy" if algo == "textppo" else LMActorCriticPolicy
+    policy = LMActorCriticPolicy if algo in STOCK else "LMPolicy"
     try:
         ALGOS[algo](policy, None, device="cpu", _init_setup_model=False, **constructor_kwargs(algo, values))
     except (AssertionError, TypeError, ValueError) as err:  # SB3 asserts some of its arguments

@@ -16,7 +16,7 @@ from transformers import LogitsProcessorList, PreTrainedModel
 
 from textgym.compat import weights_version, wrap_with_lora
 from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
-from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+from textgym.models.incremental import IncrementalForward, hidden_states, left_pad, shared_prompt_states
 from textgym.models.packed import PackedLinears
 from textgym.models.sampling import logits_processors
 
@@ -113,8 +113,14 @@ class LMPolicyConfig:
         return logits_processors(self.temperature, self.top_k, self.top_p)
 
 
-def generated_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
-    """(B, T-start, H) hidden states of the positions that predict tokens ``start..T-1``."""
+def generated_states(
+    backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int, group_size: int = 1
+) -> torch.Tensor:
+    """(B, T-start, H) hidden states of the positions that predict tokens ``start..T-1``; with
+    ``group_size`` > 1 consecutive groups of rows share their prompt, which runs once per group
+    (:func:`~textgym.models.incremental.shared_prompt_states`)."""
+    if group_size > 1:
+        return shared_prompt_states(backbone, ids, mask, start, group_size)
     return hidden_states(backbone, ids, mask).last_hidden_state[:, start - 1 : -1]
 
 
@@ -292,14 +298,17 @@ class LMActorCritic(nn.Module):
     # -- sequences: every position in one pass ----------------------------------------------------
 
     def sequence(
-        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor, group_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass (with grad) over left-padded (B, T) sequences whose tokens
         ``start..T-1`` were generated: the raw logits (N, V) that predicted the N tokens that
         ``select`` (B, T-start) marks, and the values (B, T-start) of the states before them.
-        Logits are computed only where selected (the LM head is a fifth of the model's work)."""
-        hidden = generated_states(self.backbone, ids, mask, start)  # (B, R, H)
-        critic_hidden = hidden if self.critic is None else generated_states(self.critic, ids, mask, start)
+        Logits are computed only where selected (the LM head is a fifth of the model's work).
+        ``group_size``: consecutive groups of rows share their prompt, run once per group."""
+        hidden = generated_states(self.backbone, ids, mask, start, group_size)  # (B, R, H)
+        critic_hidden = (
+            hidden if self.critic is None else generated_states(self.critic, ids, mask, start, group_size)
+        )
         return self.head(hidden[select]), self.value(critic_hidden)
 
     @contextlib.contextmanager
@@ -319,11 +328,11 @@ class LMActorCritic(nn.Module):
 
     @torch.no_grad()
     def reference_logits(
-        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor, group_size: int = 1
     ) -> torch.Tensor:
         """Raw reference logits (N, V) for the generated tokens ``select`` marks (as :meth:`sequence`)."""
         with self.reference() as reference:
-            hidden = generated_states(reference.get_decoder(), ids, mask, start)
+            hidden = generated_states(reference.get_decoder(), ids, mask, start, group_size)
             return reference.get_output_embeddings()(hidden[select])
 
     def trainable_fraction(self) -> float:

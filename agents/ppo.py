@@ -11,6 +11,7 @@ forward pass, the log-probs and values of the policy.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.envs.base import TextGenEnv
 
-from .buffers import KL_ESTIMATORS, REWARD_NORMALIZATIONS, TokenRolloutBuffer, check_choice
+from .buffers import KL_ESTIMATORS, REWARD_NORMALIZATIONS, TokenRolloutBuffer, check_choice, check_groups
 from .policies import LMActorCriticPolicy
 from .rollout import play, reference_log_probs
 
@@ -62,7 +63,8 @@ class TextPPO(OnPolicyAlgorithm):
     :param n_epochs: passes over each batch.
     :param gamma: discount per token (1: a text's reward is not discounted).
     :param gae_lambda: GAE's lambda over the tokens of an episode.
-    :param clip_range: PPO's clipping of the probability ratio, a constant or a schedule.
+    :param clip_range: PPO's clipping of the probability ratio, a constant or a schedule; None:
+        no clipping (the policy-gradient loss ``-A * ratio``, REINFORCE's when on-policy).
     :param clip_range_vf: clipping of the value's change around the old value (None: off).
         Unlike SB3's, it is not a schedule.
     :param ent_coef: entropy bonus coefficient.
@@ -80,6 +82,15 @@ class TextPPO(OnPolicyAlgorithm):
     :param reward_normalization: ``"none"``, ``"running"`` (divide task rewards by their
         running std) or ``"batch"`` (standardise them within each batch).
     :param normalize_advantage: whiten advantages over each batch's tokens.
+    :param group_size: texts sampled per prompt (k); the batch draws ``batch_episodes / k``
+        prompts, and each prompt runs once in rollouts and in updates, its KV cache shared by
+        its texts. Minibatches are made of whole groups.
+    :param group_baseline: None, ``"mean"`` (GRPO) or ``"leave_one_out"`` (RLOO): each text's
+        reward sum minus its group's baseline (see :class:`TokenRolloutBuffer`).
+    :param scale_group_std: divide each text's rewards by its group's std (GRPO).
+    :param use_critic: per-token advantages from the value head by GAE, and a value loss;
+        False: each token's advantage is its return to go (after the group baseline), no value
+        loss (REINFORCE, GRPO and RLOO without a critic).
     :param stats_window_size: episodes over which SB3's rollout/ep_rew_mean is averaged.
     :param tensorboard_log: the TensorBoard log folder (None: no TensorBoard).
     :param policy_kwargs: the policy's arguments (:class:`LMPolicyConfig`'s fields, plain values).
@@ -104,7 +115,7 @@ class TextPPO(OnPolicyAlgorithm):
         n_epochs: int = 1,
         gamma: float = 1.0,
         gae_lambda: float = 0.95,
-        clip_range: float | Schedule = 0.2,
+        clip_range: float | Schedule | None = 0.2,
         clip_range_vf: float | None = 0.2,
         ent_coef: float = 0.0,
         vf_coef: float = 0.1,
@@ -115,6 +126,10 @@ class TextPPO(OnPolicyAlgorithm):
         kl_estimator: str = "k1",
         reward_normalization: str = "none",
         normalize_advantage: bool = True,
+        group_size: int = 1,
+        group_baseline: str | None = None,
+        scale_group_std: bool = False,
+        use_critic: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -132,6 +147,14 @@ class TextPPO(OnPolicyAlgorithm):
             raise ValueError(
                 f"minibatch_episodes ({minibatch_episodes}) exceeds batch_episodes ({batch_episodes})"
             )
+        check_groups(batch_episodes, group_size, group_baseline)
+        if minibatch_episodes % group_size:
+            raise ValueError(
+                f"minibatch_episodes ({minibatch_episodes}) must be a multiple of group_size "
+                f"({group_size}): minibatches are made of whole groups"
+            )
+        if isinstance(clip_range, (int, float)) and not isinstance(clip_range, bool):
+            _check("clip_range", clip_range, 0, 1e6, open_low=True)
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("reward_normalization", reward_normalization, REWARD_NORMALIZATIONS)
         _check("kl_coef", kl_coef, 0, 1e3)
@@ -154,12 +177,18 @@ class TextPPO(OnPolicyAlgorithm):
         self.kl_estimator = kl_estimator
         self.reward_normalization = reward_normalization
         self.normalize_advantage = normalize_advantage
+        self.group_size = group_size
+        self.group_baseline = group_baseline
+        self.scale_group_std = scale_group_std
+        self.use_critic = use_critic
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=batch_episodes, gamma=gamma,
             gae_lambda=gae_lambda, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
             use_sde=False, sde_sample_freq=-1, rollout_buffer_class=TokenRolloutBuffer,
             rollout_buffer_kwargs={"kl_estimator": kl_estimator, "reward_normalization": reward_normalization,
-                                   "normalize_advantage": normalize_advantage},
+                                   "normalize_advantage": normalize_advantage, "group_size": group_size,
+                                   "group_baseline": group_baseline, "scale_group_std": scale_group_std,
+                                   "use_critic": use_critic},
             stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device,
             _init_setup_model=False, supported_action_spaces=(spaces.Discrete,),
@@ -182,7 +211,8 @@ class TextPPO(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range is not None:
+            self.clip_range = FloatSchedule(self.clip_range)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_generator", "_episode_rng"]
@@ -217,14 +247,17 @@ class TextPPO(OnPolicyAlgorithm):
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: TokenRolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        """Generate ``n_rollout_steps`` (``batch_episodes``) texts together, score them in one
-        reward call, and fill ``rollout_buffer`` with them and their advantages and returns."""
+        """Generate ``n_rollout_steps`` (``batch_episodes``) texts together, ``group_size`` per
+        prompt, score them in one reward call, and fill ``rollout_buffer`` with them and their
+        advantages and returns."""
         task = text_env(env)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        indices = self._episode_rng.integers(len(task.examples), size=n_rollout_steps)
-        examples = [task.examples[i] for i in indices]
+        k = self.group_size
+        prompts = self._episode_rng.integers(len(task.examples), size=n_rollout_steps // k)
+        examples = [task.examples[i] for i in prompts]
+        indices = np.repeat(prompts, k)  # each episode's example
 
         def on_step(n_active: int) -> bool:
             for _ in range(n_active):  # one env step per token, as SB3 counts
@@ -235,7 +268,7 @@ class TextPPO(OnPolicyAlgorithm):
             return True
 
         started = time.perf_counter()
-        played = play(self.policy.net, task, examples, self._generator, on_step)
+        played = play(self.policy.net, task, examples, self._generator, on_step, group_size=k)
         if played is None:
             return False
         batch, rewards, infos = played
@@ -266,7 +299,7 @@ class TextPPO(OnPolicyAlgorithm):
             "seconds": elapsed,
             "reference_seconds": reference_s,  # the reference pass, rewards and GAE
             "indices": [int(i) for i in indices],
-            "prompts": [example.prompt for example in examples],
+            "prompts": [task.examples[i].prompt for i in indices],
             "texts": [info["text"] for info in infos],
             "rewards": rewards.tolist(),
             "lengths": lengths,
@@ -287,7 +320,7 @@ class TextPPO(OnPolicyAlgorithm):
             raise RuntimeError("train() needs a batch: call collect_rollouts() (learn() does) first")
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range = None if self.clip_range is None else self.clip_range(self._current_progress_remaining)
         net = self.policy.net
         started = time.perf_counter()
 
@@ -298,17 +331,23 @@ class TextPPO(OnPolicyAlgorithm):
                 part = rollout_data.episodes
                 select = part.response_mask  # (b, R): the N tokens the policy emitted
                 advantages, returns = rollout_data.advantages[select], rollout_data.returns[select]  # (N,)
-                raw, values = net.sequence(part.ids, part.mask, part.start, select)  # (N, V), (b, R)
+                # (N, V), (b, R); a group's prompt runs once
+                raw, values = net.sequence(part.ids, part.mask, part.start, select, part.group_size)
                 # Filtered ids get a large finite logit instead of -inf: probability 0, no NaN.
                 log_softmax = torch.log_softmax(net.process(raw).clamp(min=-1e9), dim=-1)  # (N, V)
                 log_probs = log_softmax.gather(-1, part.tokens[select].unsqueeze(-1)).squeeze(-1)  # (N,)
                 entropy = -(log_softmax.exp() * log_softmax).sum(-1).mean()
                 log_ratio = log_probs - part.log_probs[select]
                 ratio = log_ratio.exp()
-                clipped_ratio = ratio.clamp(1 - clip_range, 1 + clip_range)
-                pg_loss = torch.max(-advantages * ratio, -advantages * clipped_ratio).mean()
+                if clip_range is None:  # the plain policy gradient (REINFORCE)
+                    pg_loss = (-advantages * ratio).mean()
+                else:
+                    clipped_ratio = ratio.clamp(1 - clip_range, 1 + clip_range)
+                    pg_loss = torch.max(-advantages * ratio, -advantages * clipped_ratio).mean()
                 values, old_values = values[select], part.values[select]
-                if self.clip_range_vf is not None:
+                if not self.use_critic:
+                    vf_loss = torch.zeros((), device=values.device)
+                elif self.clip_range_vf is not None:
                     bound = self.clip_range_vf
                     clipped = old_values + (values - old_values).clamp(-bound, bound)
                     vf_loss = torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean() / 2
@@ -323,7 +362,10 @@ class TextPPO(OnPolicyAlgorithm):
                     stats["pg"].append(float(pg_loss))
                     stats["vf"].append(float(vf_loss))
                     stats["entropy"].append(float(entropy))
-                    stats["clip"].append(float(((ratio - 1).abs() > clip_range).float().mean()))
+                    out = (
+                        0.0 if clip_range is None else float(((ratio - 1).abs() > clip_range).float().mean())
+                    )
+                    stats["clip"].append(out)
                     stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
                 updated_tokens += int(part.mask.sum())
         update_s = time.perf_counter() - started
@@ -346,7 +388,8 @@ class TextPPO(OnPolicyAlgorithm):
         for key, value in self.last_update.items():
             self.logger.record(f"train/{key}", value)
         self.logger.record("train/learning_rate", self.policy.optimizer.param_groups[0]["lr"])
-        self.logger.record("train/clip_range", clip_range)
+        if clip_range is not None:
+            self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def learn(
@@ -362,3 +405,84 @@ class TextPPO(OnPolicyAlgorithm):
         return super().learn(
             total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
         )
+
+
+def _with_defaults(function: Any, defaults: dict[str, Any]) -> inspect.Signature:
+    signature = inspect.signature(function)
+    return signature.replace(
+        parameters=[
+            p.replace(default=defaults[p.name]) if p.name in defaults else p
+            for p in signature.parameters.values()
+        ]
+    )
+
+
+class _NamedTextPPO(TextPPO):
+    """A named configuration of TextPPO: the same rollout, buffer and update with other
+    defaults (``DEFAULTS``), which the signature shows (the registry and ``--help`` read it)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, policy: str | type[LMActorCriticPolicy], env: GymEnv | str, **kwargs: Any):
+        super().__init__(policy, env, **{**self.DEFAULTS, **kwargs})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        def __init__(self: Any, policy: Any, env: Any, **options: Any) -> None:
+            _NamedTextPPO.__init__(self, policy, env, **options)
+
+        __init__.__signature__ = _with_defaults(TextPPO.__init__, cls.DEFAULTS)  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> TextPPO:
+        """Train for ``total_timesteps`` generated tokens (env steps), a batch at a time."""
+        name = tb_log_name or type(self).__name__
+        return super().learn(total_timesteps, callback, log_interval, name, reset_num_timesteps, progress_bar)
+
+
+class GRPO(_NamedTextPPO):
+    """Group Relative Policy Optimization (Shao et al. 2024) on TextPPO's machinery:
+    ``group_size`` texts per prompt, each text's advantage its reward sum (the task reward minus
+    the KL penalties) minus its group's mean, divided by the group's std; no critic; PPO's
+    clipped loss. Defaults: ``group_size=4, group_baseline="mean", scale_group_std=True,
+    use_critic=False, normalize_advantage=False``; every other argument is TextPPO's."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "group_size": 4, "group_baseline": "mean", "scale_group_std": True, "use_critic": False,
+        "normalize_advantage": False,
+    }  # fmt: skip
+
+
+class RLOO(_NamedTextPPO):
+    """REINFORCE Leave-One-Out (Kool et al. 2019; Ahmadian et al. 2024) on TextPPO's machinery:
+    ``group_size`` texts per prompt, each text's advantage its reward sum minus the mean of the
+    other texts of its group; no critic. Defaults: ``group_size=4,
+    group_baseline="leave_one_out", use_critic=False, normalize_advantage=False``; every other
+    argument is TextPPO's."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "group_size": 4, "group_baseline": "leave_one_out", "use_critic": False, "normalize_advantage": False,
+    }  # fmt: skip
+
+
+class REINFORCE(_NamedTextPPO):
+    """REINFORCE with a learned baseline (Williams 1992) on TextPPO's machinery: the plain
+    policy-gradient loss (no clipping), Monte Carlo returns to go (``gae_lambda=1``) minus the
+    value head's estimate, one pass over each batch. Defaults: ``clip_range=None,
+    clip_range_vf=None, gae_lambda=1.0, n_epochs=1``; every other argument is TextPPO's."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "clip_range": None,
+        "clip_range_vf": None,
+        "gae_lambda": 1.0,
+        "n_epochs": 1,
+    }

@@ -28,8 +28,8 @@ from .evaluation import mean_ci
 from .hyperparams import hyperparams
 from .training import FLAT_HYPERPARAMS, TrainConfig
 
-AGENTS = ("sample", "greedy", "ppo", "textppo")
-TRAINED = {"ppo": "ppo", "textppo": "textppo"}  # agent -> algorithm
+AGENTS = ("sample", "greedy", "ppo", "textppo", "grpo", "rloo", "reinforce")
+TRAINED = {agent: agent for agent in AGENTS[2:]}  # agent -> algorithm (the registry's name)
 
 
 @dataclass

@@ -30,6 +30,7 @@ class TokenBatch:
     log_probs: torch.Tensor  # (B, R) under the sampling distribution (what the PPO ratio uses)
     kl_log_probs: torch.Tensor  # (B, R) under the temperature-only distribution (what the KL uses)
     values: torch.Tensor  # (B, R)
+    group_size: int = 1  # consecutive groups of this many rows share their prompt
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -43,8 +44,9 @@ class TokenBatch:
         """Each episode's emitted token ids."""
         return [row[: int(n)].tolist() for row, n in zip(self.tokens, self.lengths)]
 
-    def select(self, index: torch.Tensor) -> TokenBatch:
-        """The episodes at ``index``, without the prompt columns that are padding in all of them."""
+    def select(self, index: torch.Tensor, group_size: int = 1) -> TokenBatch:
+        """The episodes at ``index``, without the prompt columns that are padding in all of them;
+        ``group_size``: ``index`` takes whole groups of rows that share a prompt, in order."""
         mask = self.mask[index]
         lead = int(mask[:, : self.start].bool().any(0).long().argmax()) if self.start else 0
         return TokenBatch(
@@ -55,6 +57,7 @@ class TokenBatch:
             log_probs=self.log_probs[index],
             kl_log_probs=self.kl_log_probs[index],
             values=self.values[index],
+            group_size=group_size,
         )
 
 
@@ -68,7 +71,9 @@ def reference_log_probs(net: LMActorCritic, episodes: TokenBatch) -> torch.Tenso
     """(N,) log-probs of the N emitted tokens of ``episodes`` under the frozen reference, in the
     distribution KL penalties compare (:meth:`LMActorCritic.kl_logits`), from one forward pass."""
     select = episodes.response_mask
-    logits = net.reference_logits(episodes.ids, episodes.mask, episodes.start, select)  # (N, V)
+    logits = net.reference_logits(
+        episodes.ids, episodes.mask, episodes.start, select, episodes.group_size
+    )  # (N, V)
     return token_log_probs(net.kl_logits(logits), episodes.tokens[select])
 
 
@@ -81,20 +86,23 @@ def generate(
     generator: torch.Generator,
     on_step: Callable[[int], bool] | None = None,
     greedy: bool = False,
+    group_size: int = 1,
 ) -> TokenBatch | None:
-    """Sample one episode per prompt, all together, keeping the KV cache across steps
-    (``greedy``: the most likely token of the sampling distribution instead of a sample).
+    """Sample ``group_size`` episodes per prompt (consecutive rows), all together, keeping the
+    KV cache across steps (``greedy``: the most likely token of the sampling distribution
+    instead of a sample). Each prompt runs once, its cache shared by its group.
 
     A row ends at an EOS or an id the tokenizer cannot decode (both emitted) or at the budget.
     ``on_step(n_active)`` runs after every step; returning False abandons the batch (None).
     """
     device = net.invalid.device
-    ids, mask = left_pad(prompts, net.pad_id, device)  # (B, P)
-    batch, start = ids.shape
+    ids, mask = left_pad(prompts, net.pad_id, device)  # (G, P)
     actor = IncrementalForward(net.backbone, net.pad_id)
     critic = None if net.critic is None else IncrementalForward(net.critic, net.pad_id)
-    hidden = actor.start(ids, mask)  # (B, H)
-    critic_hidden = hidden if critic is None else critic.start(ids, mask)
+    hidden = actor.start(ids, mask, group_size)  # (B, H), B = G * group_size
+    critic_hidden = hidden if critic is None else critic.start(ids, mask, group_size)
+    ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)  # (B, P)
+    batch, start = ids.shape
     ends = torch.zeros(net.invalid.shape[0], dtype=torch.bool, device=device)
     ends[list(eos_ids)] = True
     ends |= net.invalid
@@ -139,6 +147,7 @@ def generate(
         log_probs=torch.where(response_mask, stack["logp"], zero),
         kl_log_probs=torch.where(response_mask, stack["kl_logp"], zero),
         values=torch.where(response_mask, stack["value"], zero),
+        group_size=group_size,
     )
 
 
@@ -149,12 +158,17 @@ def play(
     generator: torch.Generator,
     on_step: Callable[[int], bool] | None = None,
     greedy: bool = False,
+    group_size: int = 1,
 ) -> tuple[TokenBatch, np.ndarray, list[dict[str, Any]]] | None:
-    """One episode of ``env`` per example, sampled together and scored in one reward call:
-    the batch, the (B,) rewards and each episode's final ``info`` (None if ``on_step`` stopped)."""
+    """``group_size`` episodes of ``env`` per example (consecutive), sampled together and scored
+    in one reward call: the batch, the (B,) rewards and each episode's final ``info`` (None if
+    ``on_step`` stopped)."""
     prompts = [env.encode_prompt(example)[0] for example in examples]
-    batch = generate(net, prompts, env.max_new_tokens, env.eos_token_ids, generator, on_step, greedy)
+    batch = generate(
+        net, prompts, env.max_new_tokens, env.eos_token_ids, generator, on_step, greedy, group_size
+    )
     if batch is None:
         return None
-    rewards, infos = env.score_episodes(examples, batch.generated())
+    episodes = [example for example in examples for _ in range(group_size)]
+    rewards, infos = env.score_episodes(episodes, batch.generated())
     return batch, rewards, infos

@@ -50,7 +50,7 @@ from .checkpoints import (
     read_run,
 )
 from .evaluation import evaluate
-from .hyperparams import PROFILES, constructor_kwargs, hyperparams, params
+from .hyperparams import PROFILES, STOCK, constructor_kwargs, hyperparams, params
 from .monitor import Run, TrainingMonitor
 from .policies import LMActorCriticPolicy
 from .report import report
@@ -63,7 +63,7 @@ class TrainConfig:
     ``profile`` (``agents/hyperparams/<algo>.yml``); :meth:`resolved` fills in every one."""
 
     env: str = field(default="TextGen-Sentiment-v0", metadata={"help": "env id"})
-    algo: str = field(default="textppo", metadata={"help": "textppo | ppo | a2c"})
+    algo: str = field(default="textppo", metadata={"help": "textppo | grpo | rloo | reinforce | ppo | a2c"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name or path"})
     seed: int = field(default=0, metadata={"help": "seeds the env, the sampling and the evaluations"})
     budget_tokens: int = field(default=1_000_000, metadata={"help": "generated tokens (SB3 timesteps)"})
@@ -204,7 +204,7 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
     """The algorithm with the run's resolved hyperparameters (``config.resolved()``)."""
     kwargs = constructor_kwargs(config.algo, config.hyperparams)
     policy_kwargs = {"model": config.model, **config.hyperparams["policy_kwargs"]}
-    if config.algo == "textppo":
+    if config.algo not in STOCK:  # TextPPO and its named configurations
         policy = "LMPolicy"
     else:  # stock PPO/A2C: minibatches of whole episodes, one forward pass per episode
         policy, kwargs["rollout_buffer_class"] = LMActorCriticPolicy, EpisodeRolloutBuffer
@@ -218,7 +218,7 @@ def training_env(config: TrainConfig) -> Any:
     """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs; unless the policy computes the KL
     itself (``policy_kwargs.kl_to_reference``), they pay the KL to a frozen copy of the initial
     model in their rewards, scored for all envs in one batched step."""
-    if config.algo == "textppo":
+    if config.algo not in STOCK:
         return gym.make(config.env, model=config.model)
     # render_mode: the envs' own ("ansi"), not the "rgb_array" make_vec_env asks for by default
     env_kwargs = {"model": config.model, "render_mode": "ansi"}

@@ -30,17 +30,29 @@ PUBLISHED = {
                 policy_kwargs={"kl_to_reference": True}),
     "a2c": dict(learning_rate=2e-5, n_envs=16, n_steps=32, gamma=1.0, gae_lambda=0.95, ent_coef=0.05,
                 vf_coef=0.1, max_grad_norm=1.0, kl_coef=0.05, policy_kwargs={"kl_to_reference": True}),
+    "grpo": dict(learning_rate=3e-5, batch_episodes=64, minibatch_episodes=8, group_size=4, kl_coef=0.002,
+                 policy_kwargs={}),
+    "rloo": dict(learning_rate=3e-5, batch_episodes=64, minibatch_episodes=8, group_size=4, kl_coef=0.002,
+                 policy_kwargs={}),
+    "reinforce": dict(learning_rate=2e-5, batch_episodes=64, minibatch_episodes=8, kl_coef=0.05,
+                      policy_kwargs={}),
 }  # fmt: skip
 # Stock rollouts are as long as the env's texts (Summarization: 64 new tokens); A2C's whole rollout
 # is one gradient step, so it holds fewer of Summarization's long contexts.
 PER_ENV = {
     ("ppo", "TextGen-Summarization-v0"): dict(n_steps=64, batch_size=512),
     ("a2c", "TextGen-Summarization-v0"): dict(n_envs=8, n_steps=64),
+    # The group agents: Sentiment keeps TextPPO's rate and KL; Summarization's batch is 8 prompts.
+    **{(algo, "TextGen-Sentiment-v0"): dict(learning_rate=2e-5, kl_coef=0.05) for algo in ("grpo", "rloo")},
+    **{(algo, "TextGen-Summarization-v0"): dict(batch_episodes=32) for algo in ("grpo", "rloo")},
 }
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches
     "textppo": dict(batch_episodes=16, minibatch_episodes=8),
     "ppo": dict(n_envs=4, n_steps=8, batch_size=16),
     "a2c": dict(n_envs=4, n_steps=8),
+    "grpo": dict(batch_episodes=16, minibatch_episodes=8),
+    "rloo": dict(batch_episodes=16, minibatch_episodes=8),
+    "reinforce": dict(batch_episodes=16, minibatch_episodes=8),
 }
 
 

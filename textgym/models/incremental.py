@@ -74,6 +74,42 @@ def hidden_states(backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, **
     return backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **kwargs)
 
 
+def repeat_cache(cache: Any, repeats: int, config: Any = None) -> Any:
+    """The KV cache with each row repeated ``repeats`` times in place (row i -> rows i*r..i*r+r-1),
+    differentiably: gradients through the copies add up in the original rows."""
+    layers = [
+        (k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0)) for k, v in cache_layers(cache)
+    ]
+    return cache_from_layers(layers, config)
+
+
+def shared_prompt_states(
+    backbone: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int, group_size: int
+) -> torch.Tensor:
+    """(B, T-start, H) hidden states of the positions that predict tokens ``start..T-1`` of
+    left-padded rows whose prompts (columns ``:start``) are the same within each group of
+    ``group_size`` consecutive rows. The prompt runs once per group; its KV cache, repeated for
+    the group, serves the group's continuations (the same values and gradients as one pass over
+    every row, for a fraction of the prompt's cost)."""
+    batch = ids.shape[0]
+    prompts, prompt_mask = ids[::group_size, :start], mask[::group_size, :start]  # (G, start)
+    out = hidden_states(backbone, prompts, prompt_mask, use_cache=True)
+    first = out.last_hidden_state[:, -1:].repeat_interleave(group_size, 0)  # (B, 1, H): predicts `start`
+    if ids.shape[1] - start <= 1:
+        return first
+    past = repeat_cache(output_cache(out), group_size, getattr(backbone, "config", None))
+    rest = backbone(
+        input_ids=ids[:, start:-1],
+        attention_mask=mask[:, :-1],
+        position_ids=position_ids(mask[:, :-1])[:, start:],
+        use_cache=True,  # appends to the prompt's cache (its grad flows back to the prompt)
+        **{cache_argument(backbone): past},
+    ).last_hidden_state  # (B, T-start-1, H)
+    if rest.shape[0] != batch:
+        raise RuntimeError(f"expected {batch} rows from the continuation pass, got {rest.shape[0]}")
+    return torch.cat([first, rest], dim=1)
+
+
 class IncrementalForward:
     """Last-position hidden states for a batch of token rows that grow one token per call.
 
@@ -122,11 +158,16 @@ class IncrementalForward:
         return self._partial(rows, extends)
 
     @torch.no_grad()
-    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Run left-padded (B, T) contexts from scratch and keep their cache; returns (B, H)."""
+    def start(self, ids: torch.Tensor, mask: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """Run left-padded (B, T) contexts from scratch and keep their cache; returns (B, H).
+        With ``repeats`` > 1 each context is run once and stands for that many consecutive rows
+        (B * repeats of them), as when several texts are sampled per prompt."""
         out = hidden_states(self.backbone, ids, mask, use_cache=True)
-        self._rows, self._mask, self._past = None, mask, output_cache(out)
-        self._last = out.last_hidden_state[:, -1]
+        past, last = output_cache(out), out.last_hidden_state[:, -1]
+        if repeats > 1:
+            past = repeat_cache(past, repeats, getattr(self.backbone, "config", None))
+            mask, last = mask.repeat_interleave(repeats, 0), last.repeat_interleave(repeats, 0)
+        self._rows, self._mask, self._past, self._last = None, mask, past, last
         return self._last
 
     @torch.no_grad()
