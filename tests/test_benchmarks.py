@@ -104,3 +104,49 @@ def test_published_leaderboard_records_are_still_recognised():
         if r["agent"] != "ppo" or r["key"] in RunSpec(r["env"], r["agent"], r["seed"]).keys(config)
     }
     assert picked == current and {"textppo", "sample", "greedy"} <= {agent for _, agent, _ in picked}
+
+
+def test_groups_benchmark_samples_the_same_tokens_both_ways(tmp_path):
+    command = [
+        sys.executable, str(BENCHMARKS / "groups.py"), "--model", "tiny", "--envs", "TextGen-Sentiment-v0",
+        "--prompts", "2", "--group-size", "2", "--minibatch", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert out.returncode == 0, out.stderr
+    [path] = tmp_path.glob("groups-*.json")
+    record = json.loads(path.read_text())
+    figures = record["envs"]["TextGen-Sentiment-v0"]
+    # One generator seed: the grouped and per-row rollouts sample the same tokens.
+    assert figures["rollout_grouped"]["tokens"] == figures["rollout_per_row"]["tokens"] > 0
+    assert figures["update_grouped"]["tokens"] == figures["update_per_row"]["tokens"] > 0
+    assert set(record["ratios"]) == {
+        "rollout_grouped_vs_per_row/TextGen-Sentiment-v0",
+        "update_grouped_vs_per_row/TextGen-Sentiment-v0",
+    }
+
+
+def test_tune_runs_trials_with_constraints_and_resumes(tmp_path):
+    command = [
+        sys.executable, str(BENCHMARKS / "tune.py"), "--model", "tiny", "--env", "TextGen-Sentiment-v0",
+        "--algo", "grpo", "--trials", "1", "--budget-tokens", "64", "--budget-minutes", "1e4",
+        "--eval-prompts", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=BENCHMARKS.parent)
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
+    trials = [json.loads(line) for line in lines]
+    assert [t["trial"] for t in trials] == [0]
+    for trial in trials:
+        assert {"learning_rate", "kl_coef", "group_size", "batch_episodes"} <= set(trial["hyperparams"])
+        assert trial["hyperparams"]["batch_episodes"] % trial["hyperparams"]["group_size"] == 0
+        assert trial["metrics"]["n"] == 2 and "distinct_2" in trial["untrained"]
+        run = json.loads((Path(trial["run_dir"]) / "run.json").read_text())
+        assert run["config"]["hyperparams"]["learning_rate"] == trial["hyperparams"]["learning_rate"]
+    assert "feasible" in out.stdout
+    # The study resumes: one more trial is number 1, and the untrained evaluation is not redone.
+    again = [*command[: command.index("--trials") + 1], "1", *command[command.index("--trials") + 2 :]]
+    out = subprocess.run(again, capture_output=True, text=True, timeout=600, cwd=BENCHMARKS.parent)
+    assert out.returncode == 0, out.stderr
+    assert "validation prompts ..." not in out.stdout  # the untrained model is not evaluated again
+    lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
+    assert [json.loads(line)["trial"] for line in lines] == [0, 1]

@@ -1,0 +1,161 @@
+"""Tune an algorithm's hyperparameters on one env with Optuna (as rl-baselines3-zoo does).
+
+Each trial trains with ``textgym.agents.train`` for ``--budget-minutes`` (in its own process, so
+its memory is its own) from the registry's values with the sampled ones over them, then
+evaluates the trained agent on ``--eval-prompts`` seeded *validation* prompts (the test prompts
+stay for the final comparison). The objective is the validation task reward; a trial is
+feasible only if its distinct-2 is at least ``--min-distinct`` times and its perplexity under the
+initial model at most ``--max-perplexity`` times the untrained model's on the same prompts
+(evaluated once per study), which Optuna's TPE sampler takes as constraints.
+
+The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
+same command, and finished trials are kept); every trial also appends one JSON line to
+``<out>/<algo>-<env>.jsonl``, and the script prints the trials as a table, best first.
+
+    python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
+    python benchmarks/tune.py --model tiny --trials 2 --budget-tokens 256   # a smoke run
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from common import STARTED_AT_COMMIT, parse_args
+from rich.console import Console
+from rich.table import Table
+
+from textgym.agents import evaluate
+from textgym.agents.checkpoints import ALGOS, load_agent
+from textgym.agents.hyperparams import STOCK, hyperparams
+from textgym.agents.leaderboard import run_in_child
+from textgym.agents.training import TrainConfig, train
+from textgym.atomic import append_line
+from textgym.models import DEFAULT_MODEL
+
+GROUPED = ("grpo", "rloo")
+
+
+@dataclass
+class Args:
+    env: str = "TextGen-Sentiment-v0"
+    algo: str = "grpo"
+    trials: int = 6  # trials to add to the study (an interrupted study keeps its finished ones)
+    budget_minutes: float = 5.0  # training time per trial
+    budget_tokens: int = 1_000_000  # generated tokens per trial, whichever comes first
+    eval_prompts: int = 32  # validation prompts per evaluation
+    min_distinct: float = 0.7  # feasible: distinct-2 >= this x the untrained model's
+    max_perplexity: float = 1.5  # feasible: perplexity <= this x the untrained model's
+    model: str = DEFAULT_MODEL
+    seed: int = 0
+    out: str = "benchmarks/results/tune"
+
+
+def space(trial: optuna.Trial, algo: str, env: str) -> dict[str, Any]:
+    """The hyperparameters a trial tries (the rest are the registry's)."""
+    values: dict[str, Any] = {
+        "learning_rate": trial.suggest_float("learning_rate", 5e-6, 1e-4, log=True),
+        "kl_coef": trial.suggest_float("kl_coef", 1e-4, 0.1, log=True),
+    }
+    if algo in GROUPED:
+        values["group_size"] = trial.suggest_categorical("group_size", [2, 4, 8])
+        values["batch_episodes"] = trial.suggest_categorical("batch_episodes", [16, 32, 64])
+        values["minibatch_episodes"] = max(8, values["group_size"])
+    elif algo not in STOCK:
+        values["batch_episodes"] = trial.suggest_categorical("batch_episodes", [16, 32, 64])
+    return values
+
+
+def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, Any]:
+    """One trial (in a child process): train, then the trained agent on validation prompts."""
+    train(config, out, resume=Path(out, "run.json").exists())
+    agent = load_agent(out)
+    return evaluate(agent, config.env, "validation", eval_prompts, seeds=[config.seed]).metrics
+
+
+def untrained(args: Args) -> dict[str, Any]:
+    return evaluate(args.model, args.env, "validation", args.eval_prompts, seeds=[args.seed]).metrics
+
+
+def main() -> None:
+    args = parse_args(Args, __doc__.splitlines()[0])
+    if args.algo not in ALGOS:
+        raise SystemExit(f"unknown algo {args.algo!r}: expected one of {list(ALGOS)}")
+    hyperparams(args.algo, args.env)  # an unknown env or a bad registry fails here
+    console = Console()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.algo}-{args.env}" + ("" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}")
+    storage = f"sqlite:///{out / name}.db"
+
+    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+        return trial.user_attrs.get("constraints", [1.0, 1.0])
+
+    sampler = optuna.samplers.TPESampler(seed=args.seed, constraints_func=constraints, n_startup_trials=3)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                                load_if_exists=True)  # fmt: skip
+    if "untrained" not in study.user_attrs:
+        console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
+        study.set_user_attr("untrained", run_in_child(untrained, (args,), "untrained evaluation"))
+    base = study.user_attrs["untrained"]
+
+    def objective(trial: optuna.Trial) -> float:
+        values = space(trial, args.algo, args.env)
+        config = TrainConfig(
+            env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_tokens=args.budget_tokens,
+            budget_minutes=args.budget_minutes, eval_prompts=1, eval_every_minutes=0, hyperparams=values,
+        )  # fmt: skip
+        config.validate()
+        run_dir = str(out / "runs" / f"{name}-trial{trial.number}")
+        console.print(f"trial {trial.number}: {values}")
+        metrics = run_in_child(train_trial, (config, run_dir, args.eval_prompts), f"trial {trial.number}")
+        feasible = [
+            args.min_distinct * base["distinct_2"] - metrics["distinct_2"],
+            metrics["perplexity"] - args.max_perplexity * base["perplexity"],
+        ]
+        trial.set_user_attr("constraints", feasible)
+        for key in ("reward_ci95", "distinct_2", "perplexity", "kl"):
+            trial.set_user_attr(key, metrics.get(key))
+        record = {
+            "study": name, "trial": trial.number, "hyperparams": values, "metrics": metrics,
+            "untrained": base, "feasible": all(c <= 0 for c in feasible), "run_dir": run_dir,
+            "budget": {"minutes": args.budget_minutes, "tokens": args.budget_tokens},
+            "git_commit": STARTED_AT_COMMIT,
+        }  # fmt: skip
+        append_line(out / f"{name}.jsonl", json.dumps(record))
+        console.print(f"trial {trial.number}: reward {metrics['reward']:+.3f}, feasible {record['feasible']}")
+        return float(metrics["reward"])
+
+    study.optimize(objective, n_trials=args.trials)
+    show(study, base, console)
+
+
+def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
+    finished = [t for t in study.trials if t.value is not None]
+    title = (
+        f"{study.study_name}: untrained reward {base['reward']:+.3f}, "
+        f"distinct-2 {base['distinct_2']:.3f}, perplexity {base['perplexity']:.1f}"
+    )
+    table = Table(title=title)
+    for column in ("trial", "reward", "distinct-2", "perplexity", "feasible", "hyperparameters"):
+        table.add_column(column)
+    ranked = sorted(finished, key=lambda t: (max(t.user_attrs["constraints"]) > 0, -t.value))
+    for t in ranked:
+        feasible = max(t.user_attrs["constraints"]) <= 0
+        ci = t.user_attrs.get("reward_ci95")
+        reward = f"{t.value:+.3f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.3f}")
+        table.add_row(
+            str(t.number), reward, f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
+            "yes" if feasible else "no", json.dumps(t.params),
+        )  # fmt: skip
+    console.print(table)
+    if ranked and max(ranked[0].user_attrs["constraints"]) <= 0:
+        console.print(f"best feasible: trial {ranked[0].number} {json.dumps(ranked[0].params)}")
+
+
+if __name__ == "__main__":
+    main()
