@@ -6,7 +6,8 @@ evaluates the trained agent on ``--eval-prompts`` seeded *validation* prompts (t
 stay for the final comparison). The objective is the validation task reward; a trial is
 feasible only if its distinct-2 is at least ``--min-distinct`` times and its perplexity under the
 initial model at most ``--max-perplexity`` times the untrained model's on the same prompts
-(evaluated once per study), which Optuna's TPE sampler takes as constraints.
+(evaluated once per study), which Optuna's TPE sampler takes as constraints. Trial 0 of a new
+study is the registry's values, so the table shows whether the search beat them.
 
 The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
 same command, and finished trials are kept); every trial also appends one JSON line to
@@ -70,6 +71,15 @@ def space(trial: optuna.Trial, algo: str, env: str) -> dict[str, Any]:
     return values
 
 
+def registry_point(algo: str, env: str) -> dict[str, Any]:
+    """The registry's values for the searched keys (``minibatch_episodes`` follows from them)."""
+    values = hyperparams(algo, env)
+    keys = {"learning_rate", "kl_coef"} | ({"group_size", "batch_episodes"} if algo in GROUPED else set())
+    if algo not in GROUPED and algo not in STOCK:
+        keys.add("batch_episodes")
+    return {key: values[key] for key in keys}
+
+
 def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, Any]:
     """One trial (in a child process): train, then the trained agent on validation prompts."""
     train(config, out, resume=Path(out, "run.json").exists())
@@ -102,6 +112,8 @@ def main() -> None:
         console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
         study.set_user_attr("untrained", run_in_child(untrained, (args,), "untrained evaluation"))
     base = study.user_attrs["untrained"]
+    if not study.trials:  # trial 0 is the registry's values: the search says whether it beat them
+        study.enqueue_trial(registry_point(args.algo, args.env))
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial, args.algo, args.env)

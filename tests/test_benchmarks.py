@@ -11,6 +11,7 @@ import pytest
 
 import textgym
 from textgym.agents.board import select
+from textgym.agents.hyperparams import hyperparams
 from textgym.agents.records import LeaderboardConfig, RunSpec, read_records
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -136,6 +137,10 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path):
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     trials = [json.loads(line) for line in lines]
     assert [t["trial"] for t in trials] == [0]
+    registry = hyperparams("grpo", "TextGen-Sentiment-v0")  # trial 0 is the registry's values
+    assert {k: registry[k] for k in trials[0]["hyperparams"] if k != "minibatch_episodes"} == {
+        k: v for k, v in trials[0]["hyperparams"].items() if k != "minibatch_episodes"
+    }
     for trial in trials:
         assert {"learning_rate", "kl_coef", "group_size", "batch_episodes"} <= set(trial["hyperparams"])
         assert trial["hyperparams"]["batch_episodes"] % trial["hyperparams"]["group_size"] == 0
