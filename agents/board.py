@@ -13,6 +13,7 @@ import numpy as np
 
 from textgym.atomic import write_bytes, write_text
 
+from .hyperparams import params
 from .records import TRAINED, LeaderboardConfig, RunSpec, pooled, trained_tokens
 
 LABELS = {
@@ -94,6 +95,30 @@ def env_table(env: str, by_agent: dict[str, list[dict[str, Any]]]) -> list[str]:
     rows.sort(key=lambda row: -row[0] if not math.isnan(row[0]) else math.inf)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join([str(rank), *cells]) + " |" for rank, (_, cells) in enumerate(rows, 1)]
+    return lines
+
+
+def hyperparameter_lines(
+    env: str, by_agent: dict[str, list[dict[str, Any]]], config: LeaderboardConfig
+) -> list[str]:
+    """One line per trained agent: the hyperparameters its runs used that differ from its
+    algorithm's constructor defaults (seeds that ran with different values get a line each).
+    Records from before the registry carry none: theirs are the registry's of today, which
+    their legacy key pins (:meth:`RunSpec.legacy_key`)."""
+    lines = []
+    for agent, runs in by_agent.items():
+        if agent not in TRAINED:
+            continue
+        defaults = {name: param.default for name, param in params(TRAINED[agent]).items()}
+        seen: dict[str, list[int]] = {}
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            values = run.get("hyperparams") or config.train_config(env, agent, run["seed"]).hyperparams
+            changed = {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
+            text = ", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "the defaults"
+            seen.setdefault(text, []).append(run["seed"])
+        for text, seeds in seen.items():
+            which = "" if len(seen) == 1 else f" (seeds {', '.join(map(str, seeds))})"
+            lines.append(f"- {LABELS.get(agent, agent)}{which}: {text}")
     return lines
 
 
@@ -189,6 +214,15 @@ def write_board(
     for env, by_agent in chosen.items():
         curve, bars = plot_env(env, by_agent, folder)
         lines += [f"## {env}", "", *env_table(env, by_agent), ""]
+        settings = hyperparameter_lines(env, by_agent, config)
+        if settings:
+            lines += [
+                "Hyperparameters of each trained row, where they differ from the algorithm's defaults "
+                "(`textgym train --algo A --help` lists those):",
+                "",
+                *settings,
+                "",
+            ]
         lines += [
             f"![{env} reward during training](leaderboard/{curve}) ![{env} metrics](leaderboard/{bars})",
             "",

@@ -162,11 +162,16 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         reward = f"{t.value:+.3f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.3f}")
         table.add_row(
             str(t.number), reward, f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
-            "yes" if feasible else "no", json.dumps(t.params),
+            "yes" if feasible else "no", brief(t.params),
         )  # fmt: skip
     console.print(table)
     if ranked and max(ranked[0].user_attrs["constraints"]) <= 0:
         console.print(f"best feasible: trial {ranked[0].number} {json.dumps(ranked[0].params)}")
+
+
+def brief(values: dict[str, Any]) -> str:
+    """``learning_rate=5.0e-05 kl_coef=7.2e-04 group_size=2``: short enough for a table cell."""
+    return " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import textgym
-from textgym.agents.board import select
+from textgym.agents.board import hyperparameter_lines, select
 from textgym.agents.hyperparams import hyperparams
 from textgym.agents.leaderboard import run_isolated
 from textgym.agents.records import AGENTS, TRAINED, LeaderboardConfig, RunSpec, append_record, read_records
@@ -70,6 +70,9 @@ def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsy
         assert (board.parent / "leaderboard" / f"{env_id}-metrics.png").is_file()
     assert "TextPPO" in text and "SB3 PPO" in text and "Not run yet" not in text
     assert "Reproduce: `textgym leaderboard --quick`" in text
+    # Each trained row's hyperparameters, where they differ from its algorithm's defaults.
+    grpo = [line for line in text.splitlines() if line.startswith("- GRPO: ")]
+    assert len(grpo) == len(textgym.ENVS) and all("`batch_episodes=16`" in line for line in grpo)
 
     # A second run finds every result and only regenerates the board; results are appended to,
     # never rewritten.
@@ -78,6 +81,25 @@ def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsy
     assert main(args) == 0
     assert f"{len(records)} already in" in capsys.readouterr().out
     assert (results / "runs.jsonl").read_text() == lines
+
+
+def test_board_states_hyperparameters_per_row_and_seed():
+    config = LeaderboardConfig(quick=True).resolved()
+    env = "TextGen-Sentiment-v0"
+    tuned = {**hyperparams("grpo", env, "quick"), "learning_rate": 1e-4}
+    legacy = {"seed": 2}  # a record from before the registry: the values its key pins
+    by_agent = {
+        "grpo": [{"seed": 0, "hyperparams": tuned}, {"seed": 1, "hyperparams": dict(tuned)}],
+        "textppo": [{"seed": 0, "hyperparams": hyperparams("textppo", env, "quick")}, legacy],
+        "sample": [{"seed": 0, "hyperparams": None}],
+    }
+    lines = hyperparameter_lines(env, by_agent, config)
+    assert lines[0].startswith("- GRPO: ") and "`learning_rate=0.0001`" in lines[0]
+    assert "`batch_episodes=16`" in lines[0] and "group_size" not in lines[0]  # 4 is GRPO's default
+    assert lines[1:] == [lines[1]] and lines[1].startswith("- TextPPO: ")  # both seeds: one line
+    by_agent["grpo"][1]["hyperparams"]["learning_rate"] = 3e-5
+    lines = hyperparameter_lines(env, by_agent, config)
+    assert lines[0].startswith("- GRPO (seeds 0): ") and lines[1].startswith("- GRPO (seeds 1): ")
 
 
 def test_quick_and_full_settings():
