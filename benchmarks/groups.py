@@ -12,8 +12,8 @@ update's forward and backward passes (``LMActorCritic.sequence``, minibatches of
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from functools import partial
 
 import gymnasium as gym
 import torch
@@ -73,9 +73,8 @@ def measure(args: Args, env_id: str) -> dict[str, dict[str, float]]:
         ("per_row", 1, [e for e in examples for _ in range(args.group_size)]),
     ):
         generator = torch.Generator().manual_seed(args.seed)
-        started = time.perf_counter()
-        batch = play(net, task, rows, generator, group_size=k)[0]
-        seconds = time.perf_counter() - started
+        seconds, played = timed(partial(play, net, task, rows, generator, group_size=k))
+        batch = played[0]
         tokens = int(batch.lengths.sum())
         out[f"rollout_{name}"] = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
     for name, k in (("grouped", args.group_size), ("per_row", 1)):

@@ -56,28 +56,37 @@ class Args:
     out: str = "benchmarks/results/tune"
 
 
-def space(trial: optuna.Trial, algo: str, env: str) -> dict[str, Any]:
-    """The hyperparameters a trial tries (the rest are the registry's)."""
-    values: dict[str, Any] = {
-        "learning_rate": trial.suggest_float("learning_rate", 5e-6, 1e-4, log=True),
-        "kl_coef": trial.suggest_float("kl_coef", 1e-4, 0.1, log=True),
-    }
+# Each searched hyperparameter's range, as an Optuna suggestion.
+SPACE = {
+    "learning_rate": lambda trial: trial.suggest_float("learning_rate", 5e-6, 1e-4, log=True),
+    "kl_coef": lambda trial: trial.suggest_float("kl_coef", 1e-4, 0.1, log=True),
+    "group_size": lambda trial: trial.suggest_categorical("group_size", [2, 4, 8]),
+    "batch_episodes": lambda trial: trial.suggest_categorical("batch_episodes", [16, 32, 64]),
+}
+
+
+def searched(algo: str) -> list[str]:
+    """The hyperparameters a study of ``algo`` searches (the rest are the registry's)."""
+    keys = ["learning_rate", "kl_coef"]
     if algo in GROUPED:
-        values["group_size"] = trial.suggest_categorical("group_size", [2, 4, 8])
-        values["batch_episodes"] = trial.suggest_categorical("batch_episodes", [16, 32, 64])
+        keys.append("group_size")
+    if algo not in STOCK:
+        keys.append("batch_episodes")
+    return keys
+
+
+def space(trial: optuna.Trial, algo: str) -> dict[str, Any]:
+    """The values a trial tries; a minibatch holds whole groups."""
+    values = {key: SPACE[key](trial) for key in searched(algo)}
+    if "group_size" in values:
         values["minibatch_episodes"] = max(8, values["group_size"])
-    elif algo not in STOCK:
-        values["batch_episodes"] = trial.suggest_categorical("batch_episodes", [16, 32, 64])
     return values
 
 
 def registry_point(algo: str, env: str) -> dict[str, Any]:
     """The registry's values for the searched keys (``minibatch_episodes`` follows from them)."""
     values = hyperparams(algo, env)
-    keys = {"learning_rate", "kl_coef"} | ({"group_size", "batch_episodes"} if algo in GROUPED else set())
-    if algo not in GROUPED and algo not in STOCK:
-        keys.add("batch_episodes")
-    return {key: values[key] for key in keys}
+    return {key: values[key] for key in searched(algo)}
 
 
 def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, Any]:
@@ -116,7 +125,7 @@ def main() -> None:
         study.enqueue_trial(registry_point(args.algo, args.env))
 
     def objective(trial: optuna.Trial) -> float:
-        values = space(trial, args.algo, args.env)
+        values = space(trial, args.algo)
         config = TrainConfig(
             env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_tokens=args.budget_tokens,
             budget_minutes=args.budget_minutes, eval_prompts=1, eval_every_minutes=0, hyperparams=values,
