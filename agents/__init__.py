@@ -8,6 +8,8 @@
 - :class:`TextPPO`: the fast path, sequence-level PPO with batched generation and a KL penalty,
   and its :class:`TokenRolloutBuffer` of whole episodes; :class:`GRPO`, :class:`RLOO` (group
   baselines over several texts per prompt) and :class:`REINFORCE` are named configurations of it.
+- :class:`LMQPolicy`: the LM as the Q-network of SB3's ``DQN`` (the stock value-based path);
+  :class:`SoftQ`: the fast one, sequence-level soft Q-learning on replayed whole texts.
 - :func:`evaluate`: a policy or checkpoint on fixed prompts (reward, task metrics, fluency,
   diversity, KL); :func:`train`: one budgeted, checkpointed run (``textgym train``);
   :func:`export_model`: a trained policy as a transformers model directory (``textgym export``).
@@ -19,6 +21,8 @@ from .export import export_model
 from .network import LMActorCritic, LMPolicyConfig
 from .policies import LMActorCriticPolicy
 from .ppo import GRPO, REINFORCE, RLOO, TextPPO
+from .qpolicy import LMQPolicy
+from .softq import SoftQ, TextReplayBuffer
 from .training import TrainConfig, train
 
 __all__ = [
@@ -30,7 +34,10 @@ __all__ = [
     "LMActorCritic",
     "LMActorCriticPolicy",
     "LMPolicyConfig",
+    "LMQPolicy",
+    "SoftQ",
     "TextPPO",
+    "TextReplayBuffer",
     "TokenRolloutBuffer",
     "TrainConfig",
     "evaluate",

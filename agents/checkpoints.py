@@ -32,23 +32,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 
 from .buffers import EpisodeRolloutBuffer, TokenRolloutBuffer
 from .policies import LMActorCriticPolicy
 from .ppo import GRPO, REINFORCE, RLOO, TextPPO
+from .softq import SoftQ
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {
-    "textppo": TextPPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "ppo": PPO, "a2c": A2C,
+    "textppo": TextPPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "softq": SoftQ,
+    "ppo": PPO, "a2c": A2C, "dqn": DQN,
 }  # fmt: skip
 RUN_FILE = "run.json"
 LOCK = "train.lock"
 CHECKPOINTS = Path("checkpoints")
 CURRENT = CHECKPOINTS / "current.json"
 ARCHIVE, STATE = "agent.zip", "state.json"  # in a checkpoint folder
+REPLAY = "replay.pkl"  # in a checkpoint folder: an off-policy agent's replay buffer (SB3's pickle)
 # The layout before checkpoint folders: two files, replaced one after the other.
 LEGACY_ARCHIVE, LEGACY_STATE = CHECKPOINTS / "latest.zip", CHECKPOINTS / "latest.json"
 
@@ -117,6 +121,8 @@ def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Pa
     n = 1 + max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
     with staged_dir(folder / str(n)) as staging:
         agent.save(staging / ARCHIVE)
+        if isinstance(agent, OffPolicyAlgorithm) and agent.replay_buffer is not None:
+            agent.save_replay_buffer(staging / REPLAY)  # SB3's save leaves it out
         write_json(staging / STATE, state)
     write_json(run_dir / CURRENT, {"checkpoint": n})  # the commit
     # Then older checkpoints, staging left by a kill and the old layout go; what fails to go
@@ -192,8 +198,12 @@ def zip_algo(path: Path) -> str:
             data = json.loads(archive.read("data"))
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or not an SB3 archive: {err}") from err
+    if "regularization" in data:
+        return "softq"
     if "batch_episodes" in data:
         return "textppo"
+    if "exploration_fraction" in data:
+        return "dqn"
     return "ppo" if "clip_range" in data else "a2c"
 
 
@@ -234,7 +244,7 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
     pickled = data.get("policy_class", {})
     raw = base64.b64decode(pickled.get(":serialized:", "")) if isinstance(pickled, dict) else b""
     sequence = issubclass(ALGOS[algo], TextPPO)
-    objects: dict[str, Any] = {} if sequence else {"rollout_buffer_class": EpisodeRolloutBuffer}
+    objects: dict[str, Any] = {"rollout_buffer_class": EpisodeRolloutBuffer} if algo in ("ppo", "a2c") else {}
     if b"agents.policies" in raw and b"textgym.agents" not in raw:
         objects["policy_class"] = LMActorCriticPolicy
         if sequence:

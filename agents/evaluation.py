@@ -54,9 +54,10 @@ def resolve_policy(policy: Any, temperature: float = 1.0) -> tuple[LMActorCritic
     if isinstance(policy, LMActorCriticPolicy):
         return policy.net, f"{type(policy).__name__}({policy.net.model_name})"
     if isinstance(policy, BaseAlgorithm):
-        if not isinstance(policy.policy, LMActorCriticPolicy):
+        net = getattr(policy.policy, "net", None)  # LMActorCriticPolicy's, or LMQPolicy's Q-network LM
+        if not isinstance(net, LMActorCritic):
             raise TypeError(f"{type(policy).__name__} has a {type(policy.policy).__name__}, not an LM policy")
-        return policy.policy.net, f"{type(policy).__name__}({policy.policy.net.model_name})"
+        return net, f"{type(policy).__name__}({net.model_name})"
     if isinstance(policy, (str, Path)):
         path = Path(policy)
         if path.suffix == ".zip" or is_run_dir(path):

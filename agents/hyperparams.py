@@ -31,15 +31,17 @@ import yaml
 from .checkpoints import ALGOS
 from .network import LMPolicyConfig
 from .policies import PASSED_THROUGH, LMActorCriticPolicy
+from .qpolicy import Q_KEYS, LMQPolicy
 
 FOLDER = Path(__file__).parent / "hyperparams"
 PROFILES = ("default", "quick")
-STOCK = ("ppo", "a2c")  # SB3's own algorithms, with LMActorCriticPolicy on n_envs KL-wrapped envs
+STOCK = ("ppo", "a2c", "dqn")  # SB3's own algorithms, with an LM policy on n_envs KL-wrapped envs
 # Constructor arguments that are not hyperparameters: textgym passes them (policy, env, seed,
 # logging, device), or they have no meaning for token actions (gSDE is for continuous actions).
 NOT_HYPERPARAMETERS = (
     "self", "policy", "env", "seed", "tensorboard_log", "verbose", "device", "_init_setup_model",
     "stats_window_size", "rollout_buffer_class", "rollout_buffer_kwargs", "use_sde", "sde_sample_freq",
+    "replay_buffer_class", "replay_buffer_kwargs", "optimize_memory_usage",
 )  # fmt: skip
 
 
@@ -67,7 +69,7 @@ class Param:
 POLICY_KWARGS = Param("policy_kwargs", dict, {}, help="LMActorCriticPolicy's arguments; the model is --model")
 # Settings that are not constructor arguments: textgym applies them around the algorithm.
 EXTRA: dict[str, dict[str, Param]] = {
-    **{algo: {"policy_kwargs": POLICY_KWARGS} for algo in ("textppo", "grpo", "rloo", "reinforce")},
+    **{algo: {"policy_kwargs": POLICY_KWARGS} for algo in ("textppo", "grpo", "rloo", "reinforce", "softq")},
     **{
         algo: {
             "policy_kwargs": POLICY_KWARGS,
@@ -76,7 +78,8 @@ EXTRA: dict[str, dict[str, Param]] = {
                 "kl_coef",
                 float,
                 minimum=0,
-                help="the KL coefficient: ent_coef follows it unless set (see policy_kwargs.kl_to_reference)",
+                help="the KL coefficient: PPO's and A2C's ent_coef follows it unless set "
+                "(see policy_kwargs.kl_to_reference)",
             ),  # fmt: skip
         }
         for algo in STOCK
@@ -85,8 +88,8 @@ EXTRA: dict[str, dict[str, Param]] = {
 
 
 def _kind(default: Any, annotation: Any) -> type | None:
-    if default is not None:
-        return type(default)
+    if default is not None:  # an int default of a float argument (DQN's max_grad_norm=10) is a float
+        return float if type(default) is int and "float" in str(annotation) else type(default)
     text = str(annotation)  # "float | None", "typing.Optional[float]", ...
     found = [
         (match.start(), t)
@@ -109,7 +112,7 @@ def params(algo: str) -> dict[str, Param]:
         text = str(parameter.annotation)
         minimum = None
         if kind in (int, float) and default is not None and default >= 0:
-            minimum = 1 if kind is int and default >= 1 else 0
+            minimum = 1 if kind is int and default >= 1 and name != "learning_starts" else 0
         nullable = default is None or "None" in text or "Optional" in text
         out[name] = Param(name, kind, default, nullable, minimum)
     return {**out, **EXTRA[algo]}
@@ -123,11 +126,13 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def policy_keys() -> list[str]:
+def policy_keys(algo: str = "textppo") -> list[str]:
     """The keys ``policy_kwargs`` takes here: the LM policy's fields but the model (a run
-    setting), and the SB3 arguments it passes through but the optimizer class (not a plain value)."""
+    setting), the SB3 arguments it passes through but the optimizer class (not a plain value),
+    and for DQN :class:`LMQPolicy`'s own."""
     fields = [f.name for f in dataclasses.fields(LMPolicyConfig) if f.name != "model"]
-    return fields + [name for name in PASSED_THROUGH if name != "optimizer_class"]
+    own = list(Q_KEYS) if algo == "dqn" else []
+    return fields + [name for name in PASSED_THROUGH if name != "optimizer_class"] + own
 
 
 def check(algo: str, name: str, value: Any, where: str = "") -> Any:
@@ -151,14 +156,14 @@ def check(algo: str, name: str, value: Any, where: str = "") -> Any:
             f"hyperparameter {name!r} of {algo}{where} must be >= {param.minimum}, got {value!r}"
         )
     if param.kind is dict:  # policy_kwargs
-        unknown = sorted(set(value) - set(policy_keys()))
+        unknown = sorted(set(value) - set(policy_keys(algo)))
         if unknown or not _plain(value):
             raise ValueError(
                 f"policy_kwargs{where} takes plain values (they are saved with the agent) for the keys "
-                f"{policy_keys()}, got {value!r}"
+                f"{policy_keys(algo)}, got {value!r}"
                 + (" (the model is --model / TrainConfig.model)" if "model" in value else "")
             )
-        fields = {k: v for k, v in value.items() if k not in PASSED_THROUGH}
+        fields = {k: v for k, v in value.items() if k not in PASSED_THROUGH and k not in Q_KEYS}
         try:
             LMPolicyConfig(**fields)  # its own checks: temperature > 0, a known dtype, ...
         except (TypeError, ValueError) as err:
@@ -206,7 +211,7 @@ def hyperparams(
     given = {name for layer in layers for name in layer}
     # Defaults that follow another value: the stock path's objective is reward - kl_coef * KL only
     # with ent_coef = kl_coef; a minibatch never exceeds its batch.
-    if algo in STOCK and "ent_coef" not in given:
+    if algo in STOCK and "ent_coef" in values and "ent_coef" not in given:
         values["ent_coef"] = values["kl_coef"]
     if "minibatch_episodes" in values and "minibatch_episodes" not in overrides:
         values["minibatch_episodes"] = min(values["minibatch_episodes"], values["batch_episodes"])
@@ -223,7 +228,7 @@ def check_constructor(algo: str, values: dict[str, Any]) -> None:
     """Run ``algo``'s own checks of its arguments (``kl_estimator`` one of its estimators,
     ``gamma`` in [0, 1], ...) on the resolved ``values`` without building it: no env and no
     model, as SB3's ``load`` constructs an algorithm. ValueError names what it rejects."""
-    policy = LMActorCriticPolicy if algo in STOCK else "LMPolicy"
+    policy = {"dqn": LMQPolicy, "ppo": LMActorCriticPolicy, "a2c": LMActorCriticPolicy}.get(algo, "LMPolicy")
     try:
         ALGOS[algo](policy, None, device="cpu", _init_setup_model=False, **constructor_kwargs(algo, values))
     except (AssertionError, TypeError, ValueError) as err:  # SB3 asserts some of its arguments
@@ -319,5 +324,5 @@ def describe(algos: Sequence[str] = tuple(ALGOS)) -> str:
             if quick[name] != value:
                 text += f" [quick: {quick[name]!r}]"
             lines.append(text + (f"  ({param.help})" if param.help else ""))
-        lines.append(f"  policy_kwargs keys: {', '.join(policy_keys())}")
+        lines.append(f"  policy_kwargs keys: {', '.join(policy_keys(algo))}")
     return "\n".join(lines)

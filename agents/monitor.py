@@ -19,7 +19,7 @@ from textgym.atomic import write_json
 
 from .checkpoints import RUN_FILE, save_agent
 from .evaluation import evaluate
-from .ppo import TextPPO
+from .sampler import sampler_of
 
 if TYPE_CHECKING:
     from .training import TrainConfig
@@ -117,7 +117,7 @@ class Run:
             self._bar.update(self._task, completed=min(used, 1.0) * 1000, tokens=tokens, minutes=seconds / 60)
 
     def record_batch(self, agent: BaseAlgorithm, finished_rewards: list[float]) -> None:
-        if isinstance(agent, TextPPO):
+        if sampler_of(agent) is not None:  # a sequence-level agent: its batch's texts
             reward, extra = agent.last_rollout["reward"], {"kl": agent.last_update["kl"]}
         else:
             reward, extra = float(np.mean(finished_rewards)) if finished_rewards else float("nan"), {}
@@ -150,15 +150,17 @@ class Run:
             "curve": self.curve,
             "evals": self.evals,
         }
-        if isinstance(agent, TextPPO):  # SB3 does not save it; resuming must not replay prompts
-            state.update(agent.get_sampler_state())  # keys "generator" and "episode_rng"
+        sampler = sampler_of(agent)
+        if sampler is not None:  # SB3 does not save it; resuming must not replay prompts
+            state.update(sampler.state())  # keys "generator" and "episode_rng"
         return state
 
     def restore(self, agent: BaseAlgorithm, state: dict[str, Any]) -> None:
         self.curve, self.evals = state["curve"], state["evals"]
         self.train_seconds = float(state["train_seconds"])
-        if isinstance(agent, TextPPO) and "generator" in state:
-            agent.set_sampler_state({key: state[key] for key in ("generator", "episode_rng")})
+        sampler = sampler_of(agent)
+        if sampler is not None and "generator" in state:
+            sampler.load_state({key: state[key] for key in ("generator", "episode_rng")})
 
     def checkpoint(self, agent: BaseAlgorithm) -> None:
         save_agent(agent, self.out, self.state(agent))

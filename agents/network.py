@@ -226,41 +226,49 @@ class LMActorCritic(nn.Module):
         # Optimiser steps and load_state_dict modify parameters in place, bumping their version.
         return weights_version(self._parameter_list)
 
-    def step(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, rows: list[np.ndarray], raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) for the next token of each row, with the KV
         cache reused when the rows extend the previous call's (no gradient)."""
         with torch.no_grad(), self.packed:
             if not self.kv_cache:
-                return self.last(*left_pad(rows, self.pad_id, self.invalid.device))
+                return self.last(*left_pad(rows, self.pad_id, self.invalid.device), raw=raw)
             version = self._weights_version()
             if version != self._cache_version:
                 self.reset_cache()
                 self._cache_version = version
             hidden = self._actor_cache(rows)  # (B, H)
-            logits = self.process(self.head(hidden))
+            logits = self.head(hidden) if raw else self.process(self.head(hidden))
             values = self.value(hidden if self._critic_cache is None else self._critic_cache(rows))
         return logits, values
 
-    def last(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def last(
+        self, ids: torch.Tensor, mask: torch.Tensor, raw: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) at the last position, whole context, with grad."""
         hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[:, -1]  # (B, H)
         values = self.value(
             hidden if self.critic is None else hidden_states(self.critic, ids, mask)[0][:, -1]
         )
-        return self.process(self.head(hidden)), values
+        return self.head(hidden) if raw else self.process(self.head(hidden)), values
 
     def at_positions(
-        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        rows: torch.Tensor,
+        columns: torch.Tensor,
+        raw: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass (with grad) over left-padded (B, T) sequences: processed logits (N, V) and
         values (N,) at the N positions ``(rows[n], columns[n])``, each as :meth:`last` gives
-        them for the sequence cut after that position (the LM is causal)."""
+        them for the sequence cut after that position (the LM is causal). ``raw`` (here, in
+        :meth:`step` and :meth:`last`): the LM head's logits, not processed."""
         hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[rows, columns]  # (N, H)
         if self.critic is not None:
             values = self.value(hidden_states(self.critic, ids, mask)[0][rows, columns])
         else:
             values = self.value(hidden)
-        return self.process(self.head(hidden)), values
+        return self.head(hidden) if raw else self.process(self.head(hidden)), values
 
     @torch.no_grad()
     def reference_at_positions(
@@ -310,6 +318,14 @@ class LMActorCritic(nn.Module):
             hidden if self.critic is None else generated_states(self.critic, ids, mask, start, group_size)
         )
         return self.head(hidden[select]), self.value(critic_hidden)
+
+    def sequence_values(
+        self, ids: torch.Tensor, mask: torch.Tensor, start: int, group_size: int = 1
+    ) -> torch.Tensor:
+        """The values (B, T-start) of the states before tokens ``start..T-1``, as :meth:`sequence`
+        gives them, without the LM head (a fifth of the model's work)."""
+        trunk = self.backbone if self.critic is None else self.critic
+        return self.value(generated_states(trunk, ids, mask, start, group_size))
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[nn.Module]:

@@ -111,18 +111,19 @@ def prefix_batch(net: LMActorCritic, rows: list[np.ndarray]) -> tuple[torch.Tens
 
 
 def forward(
-    net: LMActorCritic, obs: dict[str, torch.Tensor], reference: bool = False
+    net: LMActorCritic, obs: dict[str, torch.Tensor], reference: bool = False, raw: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(B, V) processed logits, (B, 1) values and, with ``reference``, the reference model's
-    logits at the same observations (else None). Cached stepping without grad (acting); one pass
-    per episode (:func:`prefix_batch`) with grad (updates) or when the reference is wanted."""
+    """(B, V) processed logits (``raw``: the LM head's), (B, 1) values and, with ``reference``,
+    the reference model's logits at the same observations (else None). Cached stepping without
+    grad (acting); one pass per episode (:func:`prefix_batch`) with grad (updates) or when the
+    reference is wanted."""
     rows = observation_rows(obs)
     if torch.is_grad_enabled() or reference:
         batch = prefix_batch(net, rows)
         reference_logits = net.reference_at_positions(*batch) if reference else None
-        logits, values = net.at_positions(*batch)
+        logits, values = net.at_positions(*batch, raw=raw)
     else:
-        (logits, values), reference_logits = net.step(rows), None
+        (logits, values), reference_logits = net.step(rows, raw=raw), None
     return logits, values.unsqueeze(-1), reference_logits
 
 

@@ -25,19 +25,10 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from textgym.envs.base import TextGenEnv
-
 from .buffers import KL_ESTIMATORS, REWARD_NORMALIZATIONS, TokenRolloutBuffer, check_choice, check_groups
 from .policies import LMActorCriticPolicy
-from .rollout import play, reference_log_probs
-
-
-def text_env(env: VecEnv) -> TextGenEnv:
-    """The textgym env behind an SB3 VecEnv (the first one: TextPPO draws all its episodes from it)."""
-    inner = env.get_attr("unwrapped", indices=[0])[0]
-    if not isinstance(inner, TextGenEnv):
-        raise TypeError(f"TextPPO needs a textgym env (a TextGenEnv), got {type(inner).__name__}")
-    return inner
+from .rollout import reference_log_probs
+from .sampler import TextSampler, play_batch, text_env
 
 
 def _check(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
@@ -197,12 +188,11 @@ class TextPPO(OnPolicyAlgorithm):
             raise TypeError(f"TextPPO needs an LMActorCriticPolicy, got {self.policy_class.__name__}")
         if self.env is not None and "model" not in self.policy_kwargs:
             # Saved with the agent, so that load() rebuilds the same model without the env.
-            self.policy_kwargs["model"] = text_env(self.env).model_name
+            self.policy_kwargs["model"] = text_env(self.env, type(self).__name__).model_name
         self.reward_stats = RunningMeanStd(shape=())  # of task rewards, for "running" normalization
-        # The sampler: tokens and minibatch orders, and which prompts each batch gets. SB3's save
-        # does not keep them (see get_sampler_state); set_random_seed reseeds them.
-        self._generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else seed)
-        self._episode_rng = np.random.default_rng(seed)
+        # Tokens, minibatch orders and which prompts each batch gets. SB3's save does not keep it
+        # (see get_sampler_state); set_random_seed reseeds it.
+        self.sampler = TextSampler(self.device, seed)
         # What the last batch and update did, for callbacks and scripts (the logger clears on dump).
         self.last_rollout: dict[str, Any] = {}
         self.last_update: dict[str, Any] = {}
@@ -215,32 +205,23 @@ class TextPPO(OnPolicyAlgorithm):
             self.clip_range = FloatSchedule(self.clip_range)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_generator", "_episode_rng"]
+        return [*super()._excluded_save_params(), "sampler"]
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """SB3's seeding (Python, NumPy, torch, the spaces and env), and the sampler's."""
         super().set_random_seed(seed)
         if seed is not None:
-            self._generator.manual_seed(seed)
-            self._episode_rng = np.random.default_rng(seed)
+            self.sampler.reseed(seed)
 
     def get_sampler_state(self) -> dict[str, Any]:
-        """The sampler's random state as JSON-serialisable values: ``generator`` (the torch
-        generator's bytes: tokens and minibatch orders) and ``episode_rng`` (NumPy's bit
-        generator state: the prompts). SB3's ``save`` does not keep it; restore it with
-        :meth:`set_sampler_state` so that a resumed run does not replay the same prompts."""
-        return {
-            "generator": self._generator.get_state().tolist(),
-            "episode_rng": self._episode_rng.bit_generator.state,
-        }
+        """The sampler's random state as JSON-serialisable values (:meth:`TextSampler.state`).
+        SB3's ``save`` does not keep it; restore it with :meth:`set_sampler_state` so that a
+        resumed run does not replay the same prompts."""
+        return self.sampler.state()
 
     def set_sampler_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_sampler_state` returned."""
-        missing = sorted({"generator", "episode_rng"} - set(state))
-        if missing:
-            raise ValueError(f"a sampler state needs 'generator' and 'episode_rng', missing {missing}")
-        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-        self._episode_rng.bit_generator.state = state["episode_rng"]
+        self.sampler.load_state(state)
 
     # -- rollouts -------------------------------------------------------------------------------
 
@@ -250,64 +231,25 @@ class TextPPO(OnPolicyAlgorithm):
         """Generate ``n_rollout_steps`` (``batch_episodes``) texts together, ``group_size`` per
         prompt, score them in one reward call, and fill ``rollout_buffer`` with them and their
         advantages and returns."""
-        task = text_env(env)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        k = self.group_size
-        prompts = self._episode_rng.integers(len(task.examples), size=n_rollout_steps // k)
-        examples = [task.examples[i] for i in prompts]
-        indices = np.repeat(prompts, k)  # each episode's example
-
-        def on_step(n_active: int) -> bool:
-            for _ in range(n_active):  # one env step per token, as SB3 counts
-                self.num_timesteps += 1
-                callback.update_locals(locals())
-                if not callback.on_step():
-                    return False
-            return True
-
-        started = time.perf_counter()
-        played = play(self.policy.net, task, examples, self._generator, on_step, group_size=k)
+        played = play_batch(self, self.sampler, env, callback, n_rollout_steps, self.group_size)
         if played is None:
             return False
-        batch, rewards, infos = played
-        elapsed = time.perf_counter() - started
-        rollout_buffer.add(batch, rewards)
+        started = time.perf_counter()
+        rollout_buffer.add(played.episodes, played.rewards)
         reference = None
         if self.kl_coef > 0 or self.adaptive_kl_target is not None:
             reference = functools.partial(reference_log_probs, self.policy.net)
         rollout_buffer.compute_returns_and_advantage(
             self.kl_coef, reference, self.reward_stats, batch_size=self.minibatch_episodes
         )
-        reference_s = time.perf_counter() - started - elapsed
+        # the reference pass, rewards and GAE
+        self.last_rollout["reference_seconds"] = time.perf_counter() - started
         if self.adaptive_kl_target is not None:  # proportional controller on the per-episode KL
             error = float(np.clip(rollout_buffer.sequence_kl / self.adaptive_kl_target - 1, -0.2, 0.2))
             self.kl_coef *= 1 + error * n_rollout_steps / self.adaptive_kl_horizon
-
-        lengths = batch.lengths.tolist()
-        now = (time.time_ns() - self.start_time) / 1e9
-        self.ep_info_buffer.extend({"r": float(r), "l": int(n), "t": now} for r, n in zip(rewards, lengths))
-        components = {
-            name: float(np.mean([info["reward_components"].get(name, 0.0) for info in infos]))
-            for name in infos[0]["reward_components"]
-        }
-        self.last_rollout = {
-            "reward": float(rewards.mean()),
-            "components": components,
-            "tokens_per_s": sum(lengths) / elapsed,
-            "seconds": elapsed,
-            "reference_seconds": reference_s,  # the reference pass, rewards and GAE
-            "indices": [int(i) for i in indices],
-            "prompts": [task.examples[i].prompt for i in indices],
-            "texts": [info["text"] for info in infos],
-            "rewards": rewards.tolist(),
-            "lengths": lengths,
-        }
-        self.logger.record("rollout/reward", self.last_rollout["reward"])
-        for name, value in components.items():
-            self.logger.record(f"rollout/reward_{name}", value)
-        self.logger.record("rollout/tokens_per_s", self.last_rollout["tokens_per_s"])
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -327,7 +269,7 @@ class TextPPO(OnPolicyAlgorithm):
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "entropy", "clip", "approx_kl")}
         updated_tokens = 0
         for _ in range(self.n_epochs):
-            for rollout_data in self.rollout_buffer.get(self.minibatch_episodes, self._generator):
+            for rollout_data in self.rollout_buffer.get(self.minibatch_episodes, self.sampler.generator):
                 part = rollout_data.episodes
                 select = part.response_mask  # (b, R): the N tokens the policy emitted
                 advantages, returns = rollout_data.advantages[select], rollout_data.returns[select]  # (N,)

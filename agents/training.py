@@ -29,6 +29,7 @@ import gymnasium as gym
 from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 import textgym
 from textgym.atomic import check_writable, write_json
@@ -39,6 +40,7 @@ from .buffers import EpisodeRolloutBuffer
 from .checkpoints import (
     ALGOS,
     LOCK,
+    REPLAY,
     RUN_FILE,
     Checkpoint,
     CheckpointError,
@@ -53,6 +55,7 @@ from .evaluation import evaluate
 from .hyperparams import PROFILES, STOCK, constructor_kwargs, hyperparams, params
 from .monitor import Run, TrainingMonitor
 from .policies import LMActorCriticPolicy
+from .qpolicy import LMQPolicy
 from .report import report
 
 
@@ -63,7 +66,9 @@ class TrainConfig:
     ``profile`` (``agents/hyperparams/<algo>.yml``); :meth:`resolved` fills in every one."""
 
     env: str = field(default="TextGen-Sentiment-v0", metadata={"help": "env id"})
-    algo: str = field(default="textppo", metadata={"help": "textppo | grpo | rloo | reinforce | ppo | a2c"})
+    algo: str = field(
+        default="textppo", metadata={"help": "textppo | grpo | rloo | reinforce | softq | ppo | a2c | dqn"}
+    )
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name or path"})
     seed: int = field(default=0, metadata={"help": "seeds the env, the sampling and the evaluations"})
     budget_tokens: int = field(default=1_000_000, metadata={"help": "generated tokens (SB3 timesteps)"})
@@ -204,8 +209,11 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
     """The algorithm with the run's resolved hyperparameters (``config.resolved()``)."""
     kwargs = constructor_kwargs(config.algo, config.hyperparams)
     policy_kwargs = {"model": config.model, **config.hyperparams["policy_kwargs"]}
-    if config.algo not in STOCK:  # TextPPO and its named configurations
+    if config.algo not in STOCK:  # TextPPO, its named configurations and SoftQ
         policy = "LMPolicy"
+    elif config.algo == "dqn":  # the LM as Q-network, SB3's replay buffer
+        # A text that reaches max_new_tokens is finished (its reward is paid): not bootstrapped.
+        policy, kwargs["replay_buffer_kwargs"] = LMQPolicy, {"handle_timeout_termination": False}
     else:  # stock PPO/A2C: minibatches of whole episodes, one forward pass per episode
         policy, kwargs["rollout_buffer_class"] = LMActorCriticPolicy, EpisodeRolloutBuffer
     env = training_env(config)
@@ -291,6 +299,9 @@ def resume_agent(run: Run, checkpoint: Checkpoint) -> BaseAlgorithm:
             device="cpu",
             tensorboard_log=str(run.out / "tb"),
         )
+        replay = checkpoint.archive.parent / REPLAY
+        if isinstance(agent, OffPolicyAlgorithm) and replay.is_file():
+            agent.load_replay_buffer(replay)
         run.restore(agent, state)
     except Exception as err:  # SB3 raises many kinds for a damaged archive
         raise CheckpointError(

@@ -36,6 +36,12 @@ PUBLISHED = {
                  policy_kwargs={}),
     "reinforce": dict(learning_rate=2e-5, batch_episodes=64, minibatch_episodes=8, kl_coef=0.05,
                       policy_kwargs={}),
+    "softq": dict(learning_rate=2e-5, buffer_size=1024, batch_episodes=64, minibatch_episodes=8,
+                  gradient_steps=8, kl_coef=0.01, policy_kwargs={}),
+    "dqn": dict(learning_rate=2e-5, n_envs=16, train_freq=32, gradient_steps=8, batch_size=64,
+                buffer_size=20000, learning_starts=0, gamma=1.0, tau=1.0, target_update_interval=2048,
+                exploration_initial_eps=0.0, exploration_final_eps=0.0, max_grad_norm=1.0, kl_coef=0.05,
+                policy_kwargs={"q_scale": 0.05}),
 }  # fmt: skip
 # Stock rollouts are as long as the env's texts (Summarization: 64 new tokens); A2C's whole rollout
 # is one gradient step, so it holds fewer of Summarization's long contexts.
@@ -47,6 +53,10 @@ PER_ENV = {
     **{(algo, "TextGen-Summarization-v0"): dict(batch_episodes=32) for algo in ("grpo", "rloo")},
     # GRPO's Dialogue rate, raised after a 20-minute run (grpo.yml says which).
     ("grpo", "TextGen-Dialogue-v0"): dict(learning_rate=5e-5),
+    # SoftQ: TextPPO's KL on Sentiment; Summarization's batch is 32 long texts, replayed once.
+    ("softq", "TextGen-Sentiment-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
+    ("softq", "TextGen-Summarization-v0"): dict(batch_episodes=32, gradient_steps=4),
+    ("dqn", "TextGen-Summarization-v0"): dict(train_freq=64),
 }
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches
     "textppo": dict(batch_episodes=16, minibatch_episodes=8),
@@ -55,6 +65,8 @@ QUICK = {  # the quick leaderboard's (and the tests') smaller batches
     "grpo": dict(batch_episodes=16, minibatch_episodes=8),
     "rloo": dict(batch_episodes=16, minibatch_episodes=8),
     "reinforce": dict(batch_episodes=16, minibatch_episodes=8),
+    "softq": dict(buffer_size=64, batch_episodes=16, minibatch_episodes=8, gradient_steps=2),
+    "dqn": dict(n_envs=4, train_freq=8, gradient_steps=2, batch_size=16, buffer_size=512),
 }
 
 
