@@ -24,6 +24,8 @@ LABELS = {
     "grpo": "GRPO",
     "rloo": "RLOO",
     "reinforce": "REINFORCE",
+    "softq": "SoftQ",
+    "dqn": "SB3 DQN + LMQPolicy",
 }
 
 

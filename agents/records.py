@@ -28,7 +28,7 @@ from .evaluation import mean_ci
 from .hyperparams import hyperparams
 from .training import FLAT_HYPERPARAMS, TrainConfig
 
-AGENTS = ("sample", "greedy", "ppo", "textppo", "grpo", "rloo", "reinforce")
+AGENTS = ("sample", "greedy", "ppo", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
 TRAINED = {agent: agent for agent in AGENTS[2:]}  # agent -> algorithm (the registry's name)
 
 

@@ -474,11 +474,12 @@ class SoftQ(OffPolicyAlgorithm):
                 stats["multi"].append(float((multi**2).sum() / select.sum()))
                 stats["value"].append(float(values[select].mean()))
                 stats["log_ratio"].append(float(log_ratios[select].mean()))
-            tokens += int(part.mask.sum())
+            tokens += int(select.sum())
         seconds = time.perf_counter() - started
         self.last_update = {
             **{(f"{k}_loss" if k in ("single", "multi") else k): float(np.mean(v)) for k, v in stats.items()},
             "kl": self._batch_kl,
+            "replayed_tokens": tokens,  # generated tokens of the replayed texts
             "tokens_per_s": tokens / seconds,
             "seconds": seconds,
         }

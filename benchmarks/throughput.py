@@ -25,7 +25,12 @@ Measures, in one run and as ratios, with the default model in fp32 on this machi
   reference pass; the
   update with the episode buffer vs. SB3's plain buffer on the same rollout and from the same
   weights (one minibatch of ``--plain-transitions`` random transitions: it is that slow); the
-  stock run's peak memory. Tokens are generated tokens (SB3 transitions) trained per second.
+  stock run's peak memory. Tokens are generated tokens (SB3 transitions) trained per second;
+- the value-based agents as ``textgym train --algo dqn|softq`` builds them, on each env of
+  ``--value-envs``, each in a fresh process: one rollout into the replay buffer, then one
+  ``train()`` call; stock DQN's update (single transitions, a forward pass over each one's whole
+  context and its next state's) vs. SoftQ's (whole replayed texts, one pass each), in generated
+  tokens trained per second.
 Prints one table and writes one JSON record per run, never overwriting earlier runs.
 """
 
@@ -75,6 +80,7 @@ class Args:
     stock_train_envs: str = ",".join(textgym.ENVS)  # envs of the stock PPO vs TextPPO training rows
     plain_transitions: int = 32  # one minibatch of these, timed with SB3's plain buffer (a pass each)
     stock_train_profile: str = "default"  # the registry's profile for those rows (quick: small batches)
+    value_envs: str = "TextGen-Sentiment-v0"  # envs of the DQN vs SoftQ rows ("": none)
     seed: int = 0
     out: str = "benchmarks/results"
 
@@ -318,6 +324,32 @@ def textppo_training_probe(args: Args, env_id: str, episodes: int, queue) -> Non
     })  # fmt: skip
 
 
+def value_training_probe(args: Args, env_id: str, algo: str, queue) -> None:
+    """DQN or SoftQ as ``textgym train --algo`` builds it (the registry's values): one rollout
+    into the replay buffer, then one ``train()`` call, in generated tokens per second."""
+    with tempfile.TemporaryDirectory() as logs:
+        config = TrainConfig(
+            env=env_id, algo=algo, model=args.model, seed=args.seed, profile=args.stock_train_profile
+        ).resolved()
+        agent = build_agent(config, Path(logs))
+        agent._setup_learn(total_timesteps=10**12)
+        callback = agent._init_callback(None)
+        rollout_s, collected = timed(
+            lambda: agent.collect_rollouts(agent.env, callback, agent.train_freq, agent.replay_buffer)
+        )
+        steps, batch = agent.gradient_steps, agent.batch_size
+        update_s, _ = timed(lambda: agent.train(gradient_steps=steps, batch_size=batch))
+        # DQN replays transitions (one generated token each); SoftQ whole texts.
+        trained = steps * batch if algo == "dqn" else agent.last_update["replayed_tokens"]
+        tokens = collected.episode_timesteps
+        queue.put({
+            "gradient_steps": steps, "batch_size": batch,
+            "rollout": {"tokens": tokens, "seconds": rollout_s, "tokens_per_s": tokens / rollout_s},
+            "update": {"tokens": trained, "seconds": update_s, "tokens_per_s": trained / update_s},
+            "peak_rss_gb": peak_rss_gb(),
+        })  # fmt: skip
+
+
 def in_fresh_process(target, *arguments) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -384,6 +416,14 @@ def main() -> None:
         kl[args.env] = stock_comparison(args, args.env, args.stock_envs, console, kl=True)
     results = {} if args.skip_textppo else measure_textppo(args, console)
     results["stock_training"] = training = measure_stock_training(args, console)
+    results["value_training"] = value = {}
+    for env_id in [e for e in args.value_envs.split(",") if e]:
+        value[env_id] = {}
+        for algo in ("dqn", "softq"):
+            console.print(
+                f"{algo} (registry values) on {env_id}: a rollout into the replay buffer and an update ..."
+            )
+            value[env_id][algo] = in_fresh_process(value_training_probe, args, env_id, algo)
     results |= {
         "random_policy": random_policy,
         "stock": stock,
@@ -464,6 +504,14 @@ def main() -> None:
                          f"{baseline['tokens_per_s']:.0f}", f"{ratio:.2f}x", target))  # fmt: skip
         rows.append((f"peak memory of stock PPO, one rollout + update, fresh process: {env_id}", "GB",
                      f"{ppo['peak_rss_gb']:.2f}", f"{textppo['peak_rss_gb']:.2f}", "", ""))  # fmt: skip
+
+    for env_id, row in value.items():
+        dqn, softq = row["dqn"], row["softq"]
+        for key, label in (("update", "update (replayed tokens)"), ("rollout", "rollout")):
+            ours, theirs = dqn[key]["tokens_per_s"], softq[key]["tokens_per_s"]
+            ratios[f"dqn_vs_softq_{key}/{env_id}"] = ours / theirs
+            rows.append((f"DQN + LMQPolicy vs SoftQ {label}: {env_id}", "tokens/s", f"{ours:.1f}",
+                         f"{theirs:.1f}", f"{ours / theirs:.2f}x", ""))  # fmt: skip
 
     table = Table(title=f"throughput ({torch.get_num_threads()} threads, fp32, {args.model})")
     for column in ("measurement", "unit", "ours", "baseline", "ratio", "target"):

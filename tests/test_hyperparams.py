@@ -190,7 +190,7 @@ def test_values_that_follow_others():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("dqn", "TextGen-Sentiment-v0"), "unknown algo 'dqn'"),
+        (("sac", "TextGen-Sentiment-v0"), "unknown algo 'sac'"),
         (("textppo", "CartPole-v1"), "no textppo hyperparameters for 'CartPole-v1'"),
         (("textppo", "TextGen-Sentiment-v0", "huge"), "unknown hyperparameter profile 'huge'"),
     ],

@@ -29,14 +29,15 @@ def snapshot(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-# RLOO and REINFORCE are GRPO's and TextPPO's machinery with other settings (tests/test_group_agents.py):
-# the quick board runs the others, to keep the suite short.
-BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("rloo", "reinforce")]
+# RLOO and REINFORCE are GRPO's and TextPPO's machinery with other settings (tests/test_group_agents.py);
+# SoftQ and DQN train through the same train() as the others (tests/test_training.py): the quick
+# board runs the others, to keep the suite short.
+BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("rloo", "reinforce", "softq", "dqn")]
 
 
 def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsys):
     results, board = tmp_path / "results", tmp_path / "board" / "LEADERBOARD.md"
-    # Trained runs stop on their 1,024 tokens: a time budget that cannot bind keeps the test
+    # Trained runs stop on their 512 tokens: a time budget that cannot bind keeps the test
     # independent of this machine's speed.
     args = [
         "leaderboard",
@@ -49,6 +50,8 @@ def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsy
         str(board),
         "--budget-minutes",
         "1e4",
+        "--budget-tokens",  # half the quick profile's: the suite's longest test
+        "512",
     ]
     assert main(args) == 0
     records = read_records(results / "runs.jsonl")
@@ -58,8 +61,8 @@ def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsy
         assert record["env_spec"]["id"] == record["env"] and record["env_spec"]["defaults"]["metrics"]
         assert len(record["per_example"]["reward"]) == 8 and record["peak_rss_gb"] > 0
         if record["agent"] in TRAINED:
-            assert record["used"]["tokens"] >= 1024 and record["curve"]
-            assert record["budget"] == {"tokens": 1024, "minutes": 1e4}
+            assert record["used"]["tokens"] >= 512 and record["curve"]
+            assert record["budget"] == {"tokens": 512, "minutes": 1e4}
             assert record["hyperparams"] == hyperparams(record["agent"], record["env"], "quick")
         else:
             assert record["hyperparams"] is None
@@ -226,7 +229,7 @@ def test_agents_modules_import_one_way():
         pytest.param(
             ["--envs", "TextGen-Sentiment-v0,TextGen-Sentiment-v0"], "more than once", id="env-twice"
         ),
-        pytest.param(["--agents", "dqn"], "unknown agents", id="unknown-agent"),
+        pytest.param(["--agents", "sac"], "unknown agents", id="unknown-agent"),
         pytest.param(["--agents", "sample,sample"], "more than once", id="agent-twice"),
         pytest.param(["--seeds", "a,b"], "seeds", id="seeds-not-ints"),
         pytest.param(["--seeds", "-1"], "non-negative", id="seed-negative"),

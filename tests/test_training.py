@@ -18,13 +18,14 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from textgym.agents import EpisodeRolloutBuffer, training
+from textgym.agents import EpisodeRolloutBuffer, LMQPolicy, export_model, training
 from textgym.agents.checkpoints import (
     CHECKPOINTS,
     CURRENT,
     LEGACY_ARCHIVE,
     LEGACY_STATE,
     LOCK,
+    REPLAY,
     RUN_FILE,
     CheckpointError,
     RunBusyError,
@@ -44,6 +45,8 @@ TINY = {
     "textppo": {"batch_episodes": 4, "minibatch_episodes": 2},
     "ppo": {"n_envs": 2, "n_steps": 4, "batch_size": 4},
     "a2c": {"n_envs": 2, "n_steps": 4},
+    "softq": {"batch_episodes": 4, "minibatch_episodes": 2, "gradient_steps": 2, "buffer_size": 16},
+    "dqn": {"n_envs": 2, "train_freq": 4, "gradient_steps": 1, "batch_size": 4, "buffer_size": 64},
 }
 
 
@@ -98,7 +101,7 @@ def test_parse_budget_rejects_a_repeated_budget(text, twice):
     ("change", "match"),
     [
         ({"env": "TextGen-Nope-v0"}, "unknown env"),
-        ({"algo": "dqn"}, "unknown algo"),
+        ({"algo": "sac"}, "unknown algo"),
         ({"model": "no/such-model"}, "unknown model"),
         ({"budget_minutes": 0}, "budget_minutes"),
         ({"profile": "huge"}, "unknown profile 'huge'"),
@@ -188,8 +191,8 @@ def test_run_json_from_before_the_registry_is_recognised(tmp_path):
         train(tiny_config(), out, console=QUIET)
     with pytest.raises(ValueError, match=r"holds another run \(batch_episodes=4 \(asked 8\)"):
         train(tiny_config(hyperparams={"batch_episodes": 8}), out, resume=True, console=QUIET)
-    (out / RUN_FILE).write_text(json.dumps({**run, "config": {**config, **flat, "algo": "dqn"}}))
-    with pytest.raises(CheckpointError, match="cannot read.*unknown algo 'dqn'"):
+    (out / RUN_FILE).write_text(json.dumps({**run, "config": {**config, **flat, "algo": "sac"}}))
+    with pytest.raises(CheckpointError, match="cannot read.*unknown algo 'sac'"):
         train(tiny_config(), out, resume=True, console=QUIET)
     assert {k: v for k, v in snapshot(out).items() if k != RUN_FILE} == {
         k: v for k, v in before.items() if k != RUN_FILE
@@ -231,6 +234,38 @@ def test_stock_algorithms_train_with_the_episode_buffer_and_the_kl_in_the_policy
     assert type(agent).__name__ == algo.upper()
     assert agent.n_envs == 2 and agent.n_steps == 4 and agent.ent_coef == 0.05 and agent.gamma == 1.0
     assert agent.rollout_buffer_class is EpisodeRolloutBuffer and agent.policy.net.config.kl_to_reference
+
+
+def test_soft_q_checkpoints_its_replay_and_target_and_resumes_exactly(tmp_path):
+    """As TextPPO's resume test, for an off-policy agent: the replay buffer (next to the
+    archive), the target network (in it) and the sampler come back, so a resumed run replays
+    the same texts and ends as a straight one."""
+    fast = {"learning_rate": 1e-3}
+    first = train(tiny_config("softq", hyperparams=fast), tmp_path / "a", console=QUIET)
+    assert (read_checkpoint(tmp_path / "a").archive.parent / REPLAY).is_file()
+    tokens = first["summary"]["train_tokens"]
+    again = tiny_config("softq", hyperparams=fast, budget_tokens=tokens + 1)
+    resumed = train(again, tmp_path / "a", resume=True, console=QUIET)
+    straight = train(again, tmp_path / "b", console=QUIET)
+    assert len(resumed["curve"]) == len(straight["curve"]) == 2
+    for key in ("tokens", "reward", "kl"):
+        assert resumed["curve"][1][key] == straight["curve"][1][key]
+    assert [r["text"] for r in resumed["after"].examples] == [r["text"] for r in straight["after"].examples]
+    assert type(load_agent(tmp_path / "a")).__name__ == "SoftQ"
+
+
+def test_dqn_trains_with_the_lm_q_policy_and_resumes_with_its_replay(tmp_path):
+    result = train(tiny_config("dqn", budget_tokens=8), tmp_path / "dqn", console=QUIET)
+    assert result["summary"]["train_tokens"] >= 8 and len(result["curve"]) >= 1
+    agent = load_agent(tmp_path / "dqn")
+    assert type(agent).__name__ == "DQN" and isinstance(agent.policy, LMQPolicy)
+    assert agent.exploration_rate == 0 and agent.replay_buffer.handle_timeout_termination is False
+    assert (read_checkpoint(tmp_path / "dqn").archive.parent / REPLAY).is_file()
+    assert (
+        export_model(tmp_path / "dqn", tmp_path / "exported") / "config.json"
+    ).is_file()  # its Q-network's LM
+    resumed = train(tiny_config("dqn", budget_tokens=24), tmp_path / "dqn", resume=True, console=QUIET)
+    assert resumed["summary"]["train_tokens"] >= 24
 
 
 def test_monitor_reads_the_task_reward_from_the_kl_wrapper_or_from_sb3s_monitor():
