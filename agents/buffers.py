@@ -37,6 +37,17 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+def check_number(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
+    """``value`` as a float, or ValueError naming ``name`` and its interval ``(low, high]``
+    (``open_low``) or ``[low, high]``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        bound = "(" if open_low else "["
+        raise ValueError(f"{name} must be a number in {bound}{low}, {high}], got {value!r}")
+    return float(value)
+
+
 def check_groups(batch_episodes: int, group_size: Any, group_baseline: Any) -> None:
     """ValueError unless ``group_size`` is a positive int dividing ``batch_episodes`` and
     ``group_baseline`` is None or one of :data:`GROUP_BASELINES` with groups of 2 or more."""

@@ -25,19 +25,17 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from .buffers import KL_ESTIMATORS, REWARD_NORMALIZATIONS, TokenRolloutBuffer, check_choice, check_groups
+from .buffers import (
+    KL_ESTIMATORS,
+    REWARD_NORMALIZATIONS,
+    TokenRolloutBuffer,
+    check_choice,
+    check_groups,
+    check_number,
+)
 from .policies import LMActorCriticPolicy
 from .rollout import reference_log_probs
 from .sampler import TextSampler, play_batch, text_env
-
-
-def _check(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (low < value if open_low else low <= value) and value <= high
-    if not ok:
-        bound = "(" if open_low else "["
-        raise ValueError(f"{name} must be a number in {bound}{low}, {high}], got {value!r}")
-    return float(value)
 
 
 class TextPPO(OnPolicyAlgorithm):
@@ -145,16 +143,16 @@ class TextPPO(OnPolicyAlgorithm):
                 f"({group_size}): minibatches are made of whole groups"
             )
         if isinstance(clip_range, (int, float)) and not isinstance(clip_range, bool):
-            _check("clip_range", clip_range, 0, 1e6, open_low=True)
+            check_number("clip_range", clip_range, 0, 1e6, open_low=True)
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("reward_normalization", reward_normalization, REWARD_NORMALIZATIONS)
-        _check("kl_coef", kl_coef, 0, 1e3)
-        _check("gamma", gamma, 0, 1)
-        _check("gae_lambda", gae_lambda, 0, 1)
+        check_number("kl_coef", kl_coef, 0, 1e3)
+        check_number("gamma", gamma, 0, 1)
+        check_number("gae_lambda", gae_lambda, 0, 1)
         if adaptive_kl_target is not None:
-            _check("adaptive_kl_target", adaptive_kl_target, 0, 1e6, open_low=True)
+            check_number("adaptive_kl_target", adaptive_kl_target, 0, 1e6, open_low=True)
         if clip_range_vf is not None:
-            _check("clip_range_vf", clip_range_vf, 0, 1e6, open_low=True)
+            check_number("clip_range_vf", clip_range_vf, 0, 1e6, open_low=True)
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
             raise TypeError(f"policy_kwargs must be a dict, got {type(policy_kwargs).__name__}")
         self.batch_episodes = batch_episodes

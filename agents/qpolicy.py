@@ -34,7 +34,7 @@ from torch import nn
 from textgym.models.sampling import sample_tokens
 
 from .network import LMActorCritic, LMPolicyConfig
-from .policies import forward, lm_policy_config, logits_and_values
+from .policies import LMActorCriticPolicy, forward, lm_policy_config, logits_and_values
 
 Q_KEYS = ("q_scale", "double_q")  # LMQPolicy's arguments besides LMPolicyConfig's
 
@@ -129,14 +129,6 @@ class LMQPolicy(DQNPolicy):
         return self.q_net.net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {
-            "observation_space": self.observation_space,
-            "action_space": self.action_space,
-            "lr_schedule": self._dummy_schedule,
-            "normalize_images": self.normalize_images,
-            "optimizer_class": self.optimizer_class,
-            "optimizer_kwargs": self.optimizer_kwargs,
-            "q_scale": self.q_scale,
-            "double_q": self.double_q,
-            **self.config.kwargs(),
-        }
+        # The LM policy's (spaces, optimizer, LMPolicyConfig fields), and this policy's own.
+        own = {"q_scale": self.q_scale, "double_q": self.double_q}
+        return {**LMActorCriticPolicy._get_constructor_parameters(self), **own}

@@ -39,7 +39,7 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from .buffers import check_choice
+from .buffers import check_choice, check_number
 from .network import LMActorCritic
 from .policies import LMActorCriticPolicy
 from .rollout import TokenBatch, reference_log_probs, token_log_probs
@@ -306,19 +306,14 @@ class SoftQ(OffPolicyAlgorithm):
         if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"multi_step_horizon must be a positive int or None, got {multi_step_horizon!r}")
         check_choice("regularization", regularization, REGULARIZATIONS)
-        bounds = {"tau": (0, 1), "gamma": (0, 1), "kl_coef": (0, 1e3), "single_step_coef": (0, 1e6),
-                  "multi_step_coef": (0, 1e6), "priority_exponent": (0, 10), "importance_exponent": (0, 10),
-                  "max_grad_norm": (0, math.inf)}  # fmt: skip
-        given = {"tau": tau, "gamma": gamma, "kl_coef": kl_coef, "single_step_coef": single_step_coef,
-                 "multi_step_coef": multi_step_coef, "priority_exponent": priority_exponent,
-                 "importance_exponent": importance_exponent, "max_grad_norm": max_grad_norm}  # fmt: skip
-        for name, value in given.items():
-            low, high = bounds[name]
-            open_low = name in ("tau", "kl_coef", "max_grad_norm")  # 0 is not allowed
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-            if not ok or (open_low and value == low):
-                bracket = "(" if open_low else "["
-                raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
+        check_number("tau", tau, 0, 1, open_low=True)  # open: 0 is not allowed
+        check_number("kl_coef", kl_coef, 0, 1e3, open_low=True)
+        check_number("max_grad_norm", max_grad_norm, 0, math.inf, open_low=True)
+        check_number("gamma", gamma, 0, 1)
+        check_number("single_step_coef", single_step_coef, 0, 1e6)
+        check_number("multi_step_coef", multi_step_coef, 0, 1e6)
+        check_number("priority_exponent", priority_exponent, 0, 10)
+        check_number("importance_exponent", importance_exponent, 0, 10)
         if single_step_coef == 0 and multi_step_coef == 0:
             raise ValueError("single_step_coef and multi_step_coef are both 0: no loss to train on")
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
