@@ -111,10 +111,8 @@ def main() -> None:
     name = f"{args.algo}-{args.env}" + ("" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}")
     storage = f"sqlite:///{out / name}.db"
 
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return trial.user_attrs.get("constraints", [1.0, 1.0])
-
-    sampler = optuna.samplers.TPESampler(seed=args.seed, constraints_func=constraints, n_startup_trials=3)
+    # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
+    sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
                                 load_if_exists=True)  # fmt: skip
     if "untrained" not in study.user_attrs:
@@ -138,7 +136,9 @@ def main() -> None:
             args.min_distinct * base["distinct_2"] - metrics["distinct_2"],
             metrics["perplexity"] - args.max_perplexity * base["perplexity"],
         ]
-        trial.set_user_attr("constraints", feasible)
+        trial.set_user_attr("constraints", feasible)  # for the table
+        for key, value in zip(("distinct_2", "perplexity"), feasible):
+            trial.set_constraint(key, value)
         for key in ("reward_ci95", "distinct_2", "perplexity", "kl"):
             trial.set_user_attr(key, metrics.get(key))
         record = {

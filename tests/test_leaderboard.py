@@ -33,29 +33,23 @@ def snapshot(folder) -> dict[str, bytes]:
 # SoftQ and DQN train through the same train() as the others (tests/test_training.py): the quick
 # board runs the others, to keep the suite short.
 BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("rloo", "reinforce", "softq", "dqn")]
+SENTIMENT = "TextGen-Sentiment-v0"
 
 
 def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsys):
     results, board = tmp_path / "results", tmp_path / "board" / "LEADERBOARD.md"
     # Trained runs stop on their 512 tokens: a time budget that cannot bind keeps the test
-    # independent of this machine's speed.
-    args = [
-        "leaderboard",
-        "--quick",
-        "--agents",
-        ",".join(BOARD_AGENTS),
-        "--results",
-        str(results),
-        "--board",
-        str(board),
-        "--budget-minutes",
-        "1e4",
-        "--budget-tokens",  # half the quick profile's: the suite's longest test
-        "512",
-    ]
-    assert main(args) == 0
+    # independent of this machine's speed. Every agent runs on one env, then every env gets the
+    # untrained model, added to the same board (each run is a process of its own: the suite's
+    # longest test; every agent trains on every env in tests/test_ppo.py and test_training.py).
+    common = ["leaderboard", "--quick", "--results", str(results), "--board", str(board)]
+    budget = ["--budget-minutes", "1e4", "--budget-tokens", "512"]
+    every_agent = [*common, *budget, "--agents", ",".join(BOARD_AGENTS), "--envs", SENTIMENT]
+    assert main(every_agent) == 0
+    assert main([*common, *budget, "--agents", "sample"]) == 0
     records = read_records(results / "runs.jsonl")
-    assert {(r["env"], r["agent"]) for r in records} == {(e, a) for e in textgym.ENVS for a in BOARD_AGENTS}
+    expected = {(SENTIMENT, a) for a in BOARD_AGENTS} | {(e, "sample") for e in textgym.ENVS}
+    assert {(r["env"], r["agent"]) for r in records} == expected and len(records) == len(expected)
     for record in records:
         assert record["model"] == "tiny" and record["git_commit"] and record["versions"]["torch"]
         assert record["env_spec"]["id"] == record["env"] and record["env_spec"]["defaults"]["metrics"]
@@ -74,15 +68,15 @@ def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsy
     assert "TextPPO" in text and "SB3 PPO" in text and "Not run yet" not in text
     assert "Reproduce: `textgym leaderboard --quick`" in text
     # Each trained row's hyperparameters, where they differ from its algorithm's defaults.
-    grpo = [line for line in text.splitlines() if line.startswith("- GRPO: ")]
-    assert len(grpo) == len(textgym.ENVS) and all("`batch_episodes=16`" in line for line in grpo)
+    [grpo] = [line for line in text.splitlines() if line.startswith("- GRPO: ")]
+    assert "`batch_episodes=16`" in grpo
 
     # A second run finds every result and only regenerates the board; results are appended to,
     # never rewritten.
     lines = (results / "runs.jsonl").read_text()
     capsys.readouterr()
-    assert main(args) == 0
-    assert f"{len(records)} already in" in capsys.readouterr().out
+    assert main(every_agent) == 0
+    assert f"{len(BOARD_AGENTS)} already in" in capsys.readouterr().out
     assert (results / "runs.jsonl").read_text() == lines
 
 
