@@ -43,6 +43,12 @@ def setup(device: str) -> str:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (before it exits)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

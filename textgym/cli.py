@@ -96,6 +96,7 @@ SHORTCUTS = {"lr": "learning_rate", "kl_coef": "kl_coef", "batch_episodes": "bat
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents import distributed
     from textgym.agents.hyperparams import parse_overrides
     from textgym.agents.training import TrainConfig, parse_budget, train
 
@@ -116,7 +117,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     config = TrainConfig(**settings, hyperparams=parse_overrides(algo, pairs))
     if args.out is None and args.resume:
         raise ValueError("--resume needs --out, the run directory to continue")
-    train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
+    try:
+        train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group before exiting
     return 0
 
 
