@@ -67,8 +67,9 @@ def main() -> None:
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     shape = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
     values = hyperparams("textppo", args.env, overrides=shape)
-    values["policy_kwargs"] = {**values["policy_kwargs"], "precision": precision}
-    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, **constructor_kwargs("textppo", values))
+    policy_kwargs = {**values["policy_kwargs"], "precision": precision}
+    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
+    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
     agent._setup_learn(total_timesteps=10**12)
     rollout(agent)  # warm-up: kernels chosen, the reference loaded
     agent.train()

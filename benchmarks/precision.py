@@ -62,8 +62,9 @@ def measure(args: Args, precision: str, lora: bool, device: str) -> dict[str, di
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     shape = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
     values = hyperparams("textppo", args.env, overrides=shape)
-    values["policy_kwargs"] = {**values["policy_kwargs"], "precision": precision, "lora": lora}
-    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, **constructor_kwargs("textppo", values))
+    policy_kwargs = {**values["policy_kwargs"], "precision": precision, "lora": lora}
+    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
+    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
     agent._setup_learn(total_timesteps=10**12)
     callback = agent._init_callback(None)
     best = {"rollout": 0.0, "update": 0.0}
@@ -73,12 +74,12 @@ def measure(args: Args, precision: str, lora: bool, device: str) -> dict[str, di
         if repeat:
             best["rollout"] = max(best["rollout"], agent.last_rollout["tokens_per_s"])
             best["update"] = max(best["update"], agent.last_update["tokens_per_s"])
-    trainable = agent.policy.net.trainable_fraction()
-    del agent
+    net = agent.policy.net
     return {
         "rollout": {"tokens_per_s": best["rollout"]},
         "update": {"tokens_per_s": best["update"]},
-        "trainable_fraction": trainable,
+        "trainable_fraction": net.trainable_fraction(),
+        "precision": net.precision,  # what the policy ran in
     }
 
 

@@ -165,7 +165,7 @@ def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> 
         loss.backward()
         lm.zero_grad(set_to_none=True)
         tokens += int(part.mask.sum())
-    float(loss)  # waits for the device
+    float(loss.detach())  # waits for the device
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 

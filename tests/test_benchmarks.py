@@ -186,8 +186,9 @@ def test_precision_benchmark_compares_precisions_and_lora_in_one_run(tmp_path, m
     record = json.loads(path.read_text())
     settings = {"fp32-full", "fp32-lora", "bf16-full", "bf16-lora"}
     assert set(record["settings"]) == settings and record["device"] == "cpu" and record["auto"] == "fp32"
-    full, lora = record["settings"]["fp32-full"], record["settings"]["fp32-lora"]
-    assert lora["trainable_fraction"] < full["trainable_fraction"]
+    full, lora = record["settings"]["fp32-full"], record["settings"]["bf16-lora"]
+    assert lora["trainable_fraction"] < 0.1 < full["trainable_fraction"] == 1.0
+    assert (full["precision"], lora["precision"]) == ("fp32", "bf16")
     expected = {f"{s}_vs_fp32-full/{part}" for s in settings for part in ("rollout", "update")}
     assert set(record["ratios"]) == expected
     assert all(ratio > 0 for ratio in record["ratios"].values())

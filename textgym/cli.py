@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from textgym.datasets import SPLITS
@@ -346,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args, console)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
-        console.print(f"[red]textgym: error:[/] {err}")
+        console.print(f"[red]textgym: error:[/] {escape(str(err))}")  # the message's [brackets] kept
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback (train has said where its run stands)
         return 130
