@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from textgym.agents.rollout import TokenBatch, reference_log_probs
+from textgym.agents.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_worker import EPISODES, make_agent  # noqa: E402
@@ -91,14 +94,10 @@ def test_torchrun_textgym_train_writes_one_run_directory_and_logs_once(tmp_path)
     assert (out / "checkpoints").is_dir() and not list(out.glob("*.tmp*"))
 
 
-def test_torchrun_refuses_the_algorithms_it_cannot_split(tmp_path):
-    command = [
-        *TORCHRUN, "-m", "textgym", "train", "--env", "TextGen-Sentiment-v0", "--model", "tiny",
-        "--algo", "softq", "--budget-tokens", "8", "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert (
-        "torchrun runs ['textppo', 'grpo', 'rloo', 'reinforce'] on several ranks, not 'softq'"
-        in result.stdout
-    )
+def test_torchrun_refuses_the_algorithms_it_cannot_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before any rank joins
+    config = TrainConfig(env="TextGen-Sentiment-v0", model="tiny", algo="softq", budget_tokens=8)
+    expected = "torchrun runs ['textppo', 'grpo', 'rloo', 'reinforce'] on several ranks, not 'softq'"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(config, tmp_path / "run", console=Console(quiet=True))
     assert not (tmp_path / "run").exists()

@@ -429,7 +429,7 @@ def test_cli_train_without_out_never_reuses_a_run_directory(tmp_path, monkeypatc
 def test_the_quick_board_on_a_local_ray_instance_writes_what_the_sequential_one_does(tmp_path, capsys):
     import ray  # the test extra installs it
 
-    common = ["leaderboard", "--quick", "--envs", SENTIMENT, "--agents", "sample,greedy"]
+    common = ["leaderboard", "--quick", "--envs", SENTIMENT, "--agents", "sample"]
     common += ["--eval-prompts", "4"]
 
     def place(name: str) -> list[str]:
@@ -440,7 +440,7 @@ def test_the_quick_board_on_a_local_ray_instance_writes_what_the_sequential_one_
         assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0
         capsys.readouterr()
         assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0  # resumes: nothing to run
-        assert "2 already in" in capsys.readouterr().out
+        assert "1 already in" in capsys.readouterr().out
     finally:
         ray.shutdown()
     assert main([*common, *place("seq")]) == 0
@@ -448,7 +448,7 @@ def test_the_quick_board_on_a_local_ray_instance_writes_what_the_sequential_one_
         sorted(read_records(tmp_path / name / "runs.jsonl"), key=lambda r: r["agent"])
         for name in ("ray", "seq")
     )
-    assert [r["key"] for r in on_ray] == [r["key"] for r in sequential] and len(on_ray) == 2
+    assert [r["key"] for r in on_ray] == [r["key"] for r in sequential] and len(on_ray) == 1
     for a, b in zip(on_ray, sequential):  # the same runs, apart from their timings
         assert a["per_example"] == b["per_example"] and a["metrics"] == b["metrics"]
     assert (tmp_path / "ray" / "B.md").is_file()
