@@ -19,6 +19,7 @@ from stable_baselines3.common.buffers import BaseBuffer, DictRolloutBuffer
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
+from . import distributed
 from .rollout import TokenBatch
 
 try:  # sb3-contrib is optional: only MaskablePPO needs it
@@ -95,12 +96,28 @@ def gae(
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the masked entries; with several ranks (torchrun), of every rank's."""
     mask = mask.to(x.dtype)
+    if distributed.active():
+        totals = distributed.all_sum(torch.stack([(x * mask).sum(), mask.sum()]))
+        return totals[0] / totals[1].clamp(min=1)
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def all_ranks_mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) std of a 1-D batch; with several ranks, of the union of theirs."""
+    if not distributed.active():
+        return values.mean(), values.std()
+    moments = [values.sum(), (values**2).sum(), values.new_tensor(len(values))]
+    totals = distributed.all_sum(torch.stack(moments))
+    n = totals[2]
+    mean = totals[0] / n
+    return mean, ((totals[1] - n * mean**2) / (n - 1).clamp(min=1)).clamp(min=0).sqrt()
+
+
 def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries (others set to 0)."""
+    """Zero mean, unit variance over the masked entries (others set to 0); with several ranks,
+    over every rank's entries."""
     mean = masked_mean(x, mask)
     std = masked_mean((x - mean) ** 2, mask).sqrt()
     return torch.where(mask, (x - mean) / (std + 1e-8), torch.zeros_like(x))
@@ -262,10 +279,16 @@ class TokenRolloutBuffer(BaseBuffer):
         if self.reward_normalization == "running":
             if reward_stats is None:
                 raise ValueError('reward_normalization="running" needs reward_stats (a RunningMeanStd)')
-            reward_stats.update(scores.cpu().numpy())
+            if distributed.active():  # the moments of every rank's scores
+                mean, std = all_ranks_mean_std(scores)
+                count = len(scores) * distributed.world_size()
+                reward_stats.update_from_moments(float(mean), float(std) ** 2 * (count - 1) / count, count)
+            else:
+                reward_stats.update(scores.cpu().numpy())
             scores = scores / float(np.sqrt(reward_stats.var + 1e-8))
         elif self.reward_normalization == "batch":
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+            mean, std = all_ranks_mean_std(scores)
+            scores = (scores - mean) / (std + 1e-8)
         rewards = -kl_coef * kl
         last = (episodes.lengths - 1).clamp(min=0)
         rows = torch.arange(len(last))
@@ -279,6 +302,9 @@ class TokenRolloutBuffer(BaseBuffer):
             advantages = whiten(advantages, mask)
         self.kl, self.advantages, self.returns = kl, advantages, returns
         self.sequence_kl = float(kl.sum(-1).mean())
+        if distributed.active():  # over every rank's texts
+            totals = distributed.all_sum(torch.stack([kl.sum(), kl.new_tensor(len(kl))]))
+            self.sequence_kl = float(totals[0] / totals[1])
 
     def _group_relative(self, rewards: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Per-token rewards (B, R) made relative to each text's group: the group baseline of

@@ -35,6 +35,7 @@ from typing import Any
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import json_to_data
 
 from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 
@@ -230,7 +231,7 @@ def checkpoint_path(path: str | Path) -> tuple[Path, str]:
     return archive, algo
 
 
-def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
+def load_archive(archive: Path, algo: str, precision: str | None = None, **kwargs: Any) -> BaseAlgorithm:
     """SB3's ``load`` of ``archive``, for agents saved by this version or by the one before it.
 
     Before 0.2 the agents were the top-level package ``agents``: their archives pickled the policy
@@ -238,9 +239,11 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
     adaptive-KL arguments ``kl_target``/``kl_horizon``. Such archives load with today's classes
     and settings (SB3's ``custom_objects``), so a user's earlier runs stay usable. Stock PPO and
     A2C continue with :class:`EpisodeRolloutBuffer` (one forward pass per episode in updates),
-    whatever buffer they were saved with."""
+    whatever buffer they were saved with. ``precision`` (``auto``, ``fp32``, ``bf16``) replaces
+    the one the policy was saved with (weights are float32 either way)."""
     with zipfile.ZipFile(archive) as handle:
-        data = json.loads(handle.read("data"))
+        raw_data = handle.read("data").decode()
+    data = json.loads(raw_data)
     pickled = data.get("policy_class", {})
     raw = base64.b64decode(pickled.get(":serialized:", "")) if isinstance(pickled, dict) else b""
     sequence = issubclass(ALGOS[algo], TextPPO)
@@ -255,15 +258,18 @@ def load_archive(archive: Path, algo: str, **kwargs: Any) -> BaseAlgorithm:
             }
             renamed = {"kl_target": "adaptive_kl_target", "kl_horizon": "adaptive_kl_horizon"}
             kwargs = {new: data[old] for old, new in renamed.items() if old in data} | kwargs
+    if precision is not None:
+        saved = json_to_data(raw_data).get("policy_kwargs") or {}
+        objects["policy_kwargs"] = {**saved, "precision": precision}
     return ALGOS[algo].load(archive, custom_objects=objects, **kwargs)
 
 
-def load_agent(path: str | Path, device: str = "cpu") -> BaseAlgorithm:
+def load_agent(path: str | Path, device: str = "cpu", precision: str | None = None) -> BaseAlgorithm:
     """The agent saved at ``path`` (a run directory's current checkpoint, or an SB3 ``.zip`` of
-    TextPPO, PPO or A2C)."""
+    TextPPO, PPO or A2C), on ``device``, in ``precision`` (None: the one it was saved with)."""
     archive, algo = checkpoint_path(path)
     try:
-        return load_archive(archive, algo, device=device)
+        return load_archive(archive, algo, precision, device=device)
     except Exception as err:  # SB3 raises many kinds for a damaged archive
         raise CheckpointError(
             f"checkpoint {archive} could not be loaded ({type(err).__name__}: {err})"

@@ -45,10 +45,14 @@ def prompt_indices(n_examples: int, n: int, seed: int = 0) -> list[int]:
     return sorted(int(i) for i in order[: min(n, n_examples)])
 
 
-def resolve_policy(policy: Any, temperature: float = 1.0) -> tuple[LMActorCritic, str]:
+def resolve_policy(
+    policy: Any, temperature: float = 1.0, *, device: str = "cpu", precision: str | None = None
+) -> tuple[LMActorCritic, str]:
     """The network and a short description of ``policy``: an SB3 algorithm (TextPPO, PPO, A2C)
     with an LM policy, an :class:`LMActorCriticPolicy`, an :class:`LMActorCritic`, a checkpoint
-    (run directory or ``.zip``), or a model name or path (the untrained model)."""
+    (run directory or ``.zip``), or a model name or path (the untrained model). A checkpoint or
+    a model name loads on ``device``, in ``precision`` (None: a checkpoint's own, fp32 for a
+    model name); an agent or a network runs where it is, as it is."""
     if isinstance(policy, LMActorCritic):
         return policy, f"LMActorCritic({policy.model_name})"
     if isinstance(policy, LMActorCriticPolicy):
@@ -61,10 +65,11 @@ def resolve_policy(policy: Any, temperature: float = 1.0) -> tuple[LMActorCritic
     if isinstance(policy, (str, Path)):
         path = Path(policy)
         if path.suffix == ".zip" or is_run_dir(path):
-            agent = load_agent(path)
+            agent = load_agent(path, device=device, precision=precision)
             return resolve_policy(agent)[0], f"{type(agent).__name__} checkpoint {path}"
         name = str(policy)
-        net = LMActorCritic(name, logits_width(name), temperature=temperature)
+        net = LMActorCritic(name, logits_width(name), temperature=temperature, precision=precision or "fp32")
+        net.to(device)
         return net, f"untrained {name}"
     raise TypeError(
         "policy must be an SB3 algorithm, an LMActorCriticPolicy, an LMActorCritic, a checkpoint "
@@ -148,6 +153,8 @@ def evaluate(
     batch_size: int = 32,
     temperature: float = 1.0,
     env_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+    precision: str | None = None,
 ) -> Evaluation:
     """Run ``policy`` on ``n`` seeded prompts of ``env_id``'s ``split``, once per seed.
 
@@ -156,13 +163,14 @@ def evaluate(
     reference: its model before training), diversity (distinct-1/2, mean length, seq-rep-4)
     and, for sampled texts, the KL to the reference (k1 estimate, nats per text). Means carry
     a 95% interval over examples, of each example's mean over the seeds. ``temperature``
-    applies to untrained models given by name; trained agents keep their own.
+    applies to untrained models given by name; trained agents keep their own. ``device`` and
+    ``precision`` apply to a model name or a checkpoint path (see :func:`resolve_policy`).
     """
     if env_id not in gym.registry:
         raise ValueError(f"unknown env {env_id!r}: expected one of {list(textgym.ENVS)}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
-    net, description = resolve_policy(policy, temperature)
+    net, description = resolve_policy(policy, temperature, device=device, precision=precision)
     env = gym.make(env_id, model=net.model_name, split=split, **(env_kwargs or {})).unwrapped
     if not isinstance(env, TextGenEnv):
         raise TypeError(f"{env_id} is not a textgym env")

@@ -33,10 +33,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import textgym
+from textgym.models.precision import resolve_device
 
 from .board import write_board
 from .evaluation import evaluate
 from .provenance import git_commit, machine, versions
+from .ray_runs import run_on_ray
 from .records import (
     AGENTS,
     TRAINED,
@@ -87,6 +89,8 @@ def run_one(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any
             config.eval_prompts,
             seeds=[spec.seed],
             greedy=spec.agent == "greedy",
+            device=resolve_device(config.device),
+            precision=config.precision,
         )
     keys = ["reward", *evaluation.metric_names, "nll", "tokens", "kl"]
     return {
@@ -96,6 +100,8 @@ def run_one(config: LeaderboardConfig, spec: RunSpec, out: str) -> dict[str, Any
         "agent": spec.agent,
         "seed": spec.seed,
         "model": config.model,
+        "device": resolve_device(config.device),
+        "precision": config.resolved_precision(),
         "budget": {"tokens": config.budget_tokens, "minutes": config.budget_minutes}
         if spec.agent in TRAINED
         else None,
@@ -216,6 +222,8 @@ def run_leaderboard(
     console = console or Console()
     config = config.resolved()
     config.validate()  # every argument, before the first run writes anything
+    # Probed once here: every run (each in its own process) and every key get the same answer.
+    config = dataclasses.replace(config, precision=config.resolved_precision())
     envs, agents, seeds = config.env_ids(), config.agent_names(), config.seed_list()
     results = Path(config.results)
     records_path = results / "runs.jsonl"
@@ -225,7 +233,8 @@ def run_leaderboard(
     console.print(
         f"leaderboard: {len(specs)} runs ({len(envs)} envs x {len(agents)} agents x seeds {seeds}), "
         f"{len(specs) - len(todo)} already in {records_path}; model {config.model}, budget "
-        f"{config.budget_tokens} tokens / {config.budget_minutes} min per trained run"
+        f"{config.budget_tokens} tokens / {config.budget_minutes} min per trained run; "
+        f"{resolve_device(config.device)}, {config.precision}"
     )
     columns = (
         TextColumn("[bold]leaderboard"),
@@ -236,10 +245,9 @@ def run_leaderboard(
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("", total=len(specs), completed=len(specs) - len(todo))
-        for spec in todo:
-            progress.update(task, description=f"{spec.env} {spec.agent} seed {spec.seed}")
-            record = run_isolated(config, spec, str(results / "runs" / spec.key(config)))
-            append_record(records_path, record)
+
+        def finished(spec: RunSpec, record: dict[str, Any]) -> None:
+            append_record(records_path, record)  # this process alone writes the results
             m = record["metrics"]
             progress.console.print(
                 f"{spec.env:26s} {spec.agent:8s} seed {spec.seed}: "
@@ -247,6 +255,13 @@ def run_leaderboard(
                 f"{trained_tokens(record)} tokens trained on, {record['wall_seconds'] / 60:.1f} min"
             )
             progress.advance(task)
+
+        if config.ray:
+            progress.update(task, description=f"{len(todo)} runs on Ray")
+            run_on_ray(config, todo, results, run_one, finished)
+        for spec in todo if not config.ray else ():
+            progress.update(task, description=f"{spec.env} {spec.agent} seed {spec.seed}")
+            finished(spec, run_isolated(config, spec, str(results / "runs" / spec.key(config))))
     board = write_board(config, read_records(records_path), command)
     console.print(f"wrote {board} and its plots")
     return board

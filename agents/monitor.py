@@ -17,6 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from textgym.atomic import write_json
 
+from . import distributed
 from .checkpoints import RUN_FILE, save_agent
 from .evaluation import evaluate
 from .sampler import sampler_of
@@ -30,6 +31,9 @@ class TrainingMonitor(BaseCallback):
     validation prompts and checkpoints, all at batch boundaries (after each update).
 
     ``clock`` gives seconds (``time.perf_counter``); tests pass a fake one to check the budget.
+    Under torchrun, rank 0's clock decides for every rank when the budget ends the run (at a
+    batch boundary: a batch is never abandoned by one rank alone), and only rank 0 records,
+    evaluates and checkpoints.
     """
 
     def __init__(self, run: Run, clock: Callable[[], float] = time.perf_counter):
@@ -60,7 +64,7 @@ class TrainingMonitor(BaseCallback):
     def _on_rollout_start(self) -> None:
         self._batch_done()
         # Start a batch only if it should end within the budget (by a running average of batches).
-        self._last_batch = self._spent() + self._iteration_s > self._budget_s
+        self._last_batch = distributed.broadcast(self._spent() + self._iteration_s > self._budget_s)
 
     def _spent(self) -> float:
         return self.run.train_seconds + self.clock() - self._mark
@@ -71,6 +75,8 @@ class TrainingMonitor(BaseCallback):
             return
         self._pending = False
         elapsed = self._tick()
+        if not distributed.is_main():  # rank 0 records, evaluates and checkpoints
+            return
         self._iteration_s = elapsed if not self._iteration_s else 0.5 * (self._iteration_s + elapsed)
         self.run.record_batch(self.model, self.finished_rewards)
         self.finished_rewards = []
@@ -93,8 +99,9 @@ class TrainingMonitor(BaseCallback):
                 self.finished_rewards.append(float(info.get("task_reward", info.get("episode", {}).get("r"))))
         spent = self._spent()
         self.run.progress(self.num_timesteps, spent)
-        # A started batch runs to its end unless it was not to be started or the budget is spent.
-        return not self._last_batch and spent <= self._budget_s
+        # A started batch runs to its end unless it was not to be started or the budget is spent
+        # (with several ranks, only the former: they decide together, between batches).
+        return not self._last_batch and (spent <= self._budget_s or distributed.active())
 
     def _on_training_end(self) -> None:
         self._batch_done()  # the last batch, when the token budget ended the loop

@@ -18,6 +18,7 @@ from textgym.compat import weights_version, wrap_with_lora
 from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
 from textgym.models.incremental import IncrementalForward, hidden_states, left_pad, shared_prompt_states
 from textgym.models.packed import PackedLinears
+from textgym.models.precision import autocast, check_precision, resolve_precision
 from textgym.models.sampling import logits_processors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,7 +64,10 @@ class LMPolicyConfig:
         reference policy is the model with its adapters disabled.
     :param separate_critic: the value from a second copy of the LM trunk (False: a head on the
         actor's last hidden state).
-    :param dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+    :param dtype: the weights' dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+    :param precision: ``fp32`` (default), ``bf16`` (mixed precision: float32 weights, forward
+        passes under bf16 autocast; the value head, softmaxes and losses stay float32) or
+        ``auto`` (bf16 where the device runs it faster: see :mod:`textgym.models.precision`).
     :param kv_cache: reuse the KV cache while stepping (False: recompute the context every step).
     :param packed_linears: act with the linear layers on oneDNN-packed weights where possible
         (CPU float32, see :mod:`textgym.models.packed`); updates never do.
@@ -82,6 +86,7 @@ class LMPolicyConfig:
     lora: bool | dict[str, Any] | None = None
     separate_critic: bool = False
     dtype: str = "float32"
+    precision: str = "fp32"
     kv_cache: bool = True
     packed_linears: bool = True
     kl_to_reference: bool = False
@@ -99,6 +104,7 @@ class LMPolicyConfig:
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check_precision(self.precision)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -194,6 +200,7 @@ class LMActorCritic(nn.Module):
         self.packed.attach(self)
         # Kept for the weights-version check of every step (walking the module tree costs 1 ms).
         self._parameter_list = list(self.parameters())
+        self._precision: tuple[torch.device, str] | None = None  # (device, fp32|bf16) resolved there
 
     @property
     def backbone(self) -> nn.Module:
@@ -202,6 +209,18 @@ class LMActorCritic(nn.Module):
     @property
     def head(self) -> nn.Module:
         return self.causal.get_output_embeddings()
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16``: the config's precision, resolved for the device the network is on."""
+        device = self.invalid.device
+        if self._precision is None or self._precision[0] != device:
+            self._precision = (device, resolve_precision(self.config.precision, device))
+        return self._precision[1]
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """The context every forward pass runs in: bf16 autocast for ``bf16``, else nothing."""
+        return autocast(self.precision, self.invalid.device)
 
     # -- distributions ------------------------------------------------------------------------
 
@@ -217,8 +236,9 @@ class LMActorCritic(nn.Module):
         return logits / self.temperature
 
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (...) values."""
-        return self.value_head(hidden.float()).squeeze(-1)
+        """(..., H) -> (...) values, in float32 (also under bf16 autocast)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.value_head(hidden.float()).squeeze(-1)
 
     # -- acting: last position, cached ----------------------------------------------------------
 
@@ -229,7 +249,7 @@ class LMActorCritic(nn.Module):
     def step(self, rows: list[np.ndarray], raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) for the next token of each row, with the KV
         cache reused when the rows extend the previous call's (no gradient)."""
-        with torch.no_grad(), self.packed:
+        with torch.no_grad(), self.packed, self.autocast():
             if not self.kv_cache:
                 return self.last(*left_pad(rows, self.pad_id, self.invalid.device), raw=raw)
             version = self._weights_version()
@@ -245,11 +265,12 @@ class LMActorCritic(nn.Module):
         self, ids: torch.Tensor, mask: torch.Tensor, raw: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Processed logits (B, V) and values (B,) at the last position, whole context, with grad."""
-        hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[:, -1]  # (B, H)
-        values = self.value(
-            hidden if self.critic is None else hidden_states(self.critic, ids, mask)[0][:, -1]
-        )
-        return self.head(hidden) if raw else self.process(self.head(hidden)), values
+        with self.autocast():
+            hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[:, -1]  # (B, H)
+            values = self.value(
+                hidden if self.critic is None else hidden_states(self.critic, ids, mask)[0][:, -1]
+            )
+            return self.head(hidden) if raw else self.process(self.head(hidden)), values
 
     def at_positions(
         self,
@@ -263,19 +284,20 @@ class LMActorCritic(nn.Module):
         values (N,) at the N positions ``(rows[n], columns[n])``, each as :meth:`last` gives
         them for the sequence cut after that position (the LM is causal). ``raw`` (here, in
         :meth:`step` and :meth:`last`): the LM head's logits, not processed."""
-        hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[rows, columns]  # (N, H)
-        if self.critic is not None:
-            values = self.value(hidden_states(self.critic, ids, mask)[0][rows, columns])
-        else:
-            values = self.value(hidden)
-        return self.head(hidden) if raw else self.process(self.head(hidden)), values
+        with self.autocast():
+            hidden = hidden_states(self.backbone, ids, mask).last_hidden_state[rows, columns]  # (N, H)
+            if self.critic is not None:
+                values = self.value(hidden_states(self.critic, ids, mask)[0][rows, columns])
+            else:
+                values = self.value(hidden)
+            return self.head(hidden) if raw else self.process(self.head(hidden)), values
 
     @torch.no_grad()
     def reference_at_positions(
         self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
     ) -> torch.Tensor:
         """The reference's raw logits (N, V) at the positions :meth:`at_positions` reads."""
-        with self.reference() as reference:
+        with self.reference() as reference, self.autocast():
             hidden = hidden_states(reference.get_decoder(), ids, mask).last_hidden_state[rows, columns]
             return reference.get_output_embeddings()(hidden)
 
@@ -313,11 +335,12 @@ class LMActorCritic(nn.Module):
         ``select`` (B, T-start) marks, and the values (B, T-start) of the states before them.
         Logits are computed only where selected (the LM head is a fifth of the model's work).
         ``group_size``: consecutive groups of rows share their prompt, run once per group."""
-        hidden = generated_states(self.backbone, ids, mask, start, group_size)  # (B, R, H)
-        critic_hidden = (
-            hidden if self.critic is None else generated_states(self.critic, ids, mask, start, group_size)
-        )
-        return self.head(hidden[select]), self.value(critic_hidden)
+        with self.autocast():
+            hidden = generated_states(self.backbone, ids, mask, start, group_size)  # (B, R, H)
+            critic_hidden = (
+                hidden if self.critic is None else generated_states(self.critic, ids, mask, start, group_size)
+            )
+            return self.head(hidden[select]), self.value(critic_hidden)
 
     def sequence_values(
         self, ids: torch.Tensor, mask: torch.Tensor, start: int, group_size: int = 1
@@ -325,7 +348,8 @@ class LMActorCritic(nn.Module):
         """The values (B, T-start) of the states before tokens ``start..T-1``, as :meth:`sequence`
         gives them, without the LM head (a fifth of the model's work)."""
         trunk = self.backbone if self.critic is None else self.critic
-        return self.value(generated_states(trunk, ids, mask, start, group_size))
+        with self.autocast():
+            return self.value(generated_states(trunk, ids, mask, start, group_size))
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[nn.Module]:
@@ -347,7 +371,7 @@ class LMActorCritic(nn.Module):
         self, ids: torch.Tensor, mask: torch.Tensor, start: int, select: torch.Tensor, group_size: int = 1
     ) -> torch.Tensor:
         """Raw reference logits (N, V) for the generated tokens ``select`` marks (as :meth:`sequence`)."""
-        with self.reference() as reference:
+        with self.reference() as reference, self.autocast():
             hidden = generated_states(reference.get_decoder(), ids, mask, start, group_size)
             return reference.get_output_embeddings()(hidden[select])
 

@@ -24,7 +24,10 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from . import distributed
 from .buffers import (
     KL_ESTIMATORS,
     REWARD_NORMALIZATIONS,
@@ -36,6 +39,18 @@ from .buffers import (
 from .policies import LMActorCriticPolicy
 from .rollout import reference_log_probs
 from .sampler import TextSampler, play_batch, text_env
+
+
+class SequencePass(nn.Module):
+    """``LMActorCritic.sequence`` as a module's forward: what DistributedDataParallel wraps, so
+    that the update's passes are the ones whose gradients it averages over the ranks."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.sequence(*args)
 
 
 class TextPPO(OnPolicyAlgorithm):
@@ -194,6 +209,7 @@ class TextPPO(OnPolicyAlgorithm):
         # What the last batch and update did, for callbacks and scripts (the logger clears on dump).
         self.last_rollout: dict[str, Any] = {}
         self.last_update: dict[str, Any] = {}
+        self._ddp: DistributedDataParallel | None = None  # made by the first update under torchrun
         if _init_setup_model:
             self._setup_model()
 
@@ -203,7 +219,7 @@ class TextPPO(OnPolicyAlgorithm):
             self.clip_range = FloatSchedule(self.clip_range)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "sampler"]
+        return [*super()._excluded_save_params(), "sampler", "_ddp"]
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """SB3's seeding (Python, NumPy, torch, the spaces and env), and the sampler's."""
@@ -232,9 +248,19 @@ class TextPPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
+        before = self.num_timesteps
         played = play_batch(self, self.sampler, env, callback, n_rollout_steps, self.group_size)
         if played is None:
             return False
+        if distributed.active():  # the budget counts every rank's tokens; the curve, every text
+            totals = distributed.all_sum(
+                torch.tensor(
+                    [self.num_timesteps - before, float(played.rewards.sum()), len(played.rewards)],
+                    dtype=torch.float64,
+                )
+            )
+            self.num_timesteps = before + int(totals[0])
+            self.last_rollout["reward"] = float(totals[1] / totals[2])
         started = time.perf_counter()
         rollout_buffer.add(played.episodes, played.rewards)
         reference = None
@@ -272,7 +298,7 @@ class TextPPO(OnPolicyAlgorithm):
                 select = part.response_mask  # (b, R): the N tokens the policy emitted
                 advantages, returns = rollout_data.advantages[select], rollout_data.returns[select]  # (N,)
                 # (N, V), (b, R); a group's prompt runs once
-                raw, values = net.sequence(part.ids, part.mask, part.start, select, part.group_size)
+                raw, values = self._sequence_pass(part.ids, part.mask, part.start, select, part.group_size)
                 # Filtered ids get a large finite logit instead of -inf: probability 0, no NaN.
                 log_softmax = torch.log_softmax(net.process(raw).clamp(min=-1e9), dim=-1)  # (N, V)
                 log_probs = log_softmax.gather(-1, part.tokens[select].unsqueeze(-1)).squeeze(-1)  # (N,)
@@ -294,6 +320,9 @@ class TextPPO(OnPolicyAlgorithm):
                 else:
                     vf_loss = ((values - returns) ** 2).mean() / 2
                 loss = pg_loss + self.vf_coef * vf_loss - self.ent_coef * entropy
+                # Under torchrun, DDP averages the ranks' gradients: weighed by their token counts,
+                # the average is the gradient of the mean over every rank's tokens.
+                loss = loss * distributed.token_share(select.sum())
                 self.policy.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
@@ -331,6 +360,19 @@ class TextPPO(OnPolicyAlgorithm):
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _sequence_pass(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``net.sequence(*args)``; under torchrun through DistributedDataParallel (made on first
+        use, when it also gives every rank rank 0's weights)."""
+        if not distributed.active():
+            return self.policy.net.sequence(*args)
+        if self._ddp is None:
+            devices = [self.device] if self.device.type == "cuda" else None
+            # Without a critic the value head is in the pass but not in the loss.
+            self._ddp = DistributedDataParallel(
+                SequencePass(self.policy.net), device_ids=devices, find_unused_parameters=True
+            )
+        return self._ddp(*args)
 
     def learn(
         self,

@@ -23,9 +23,11 @@ import numpy as np
 import textgym
 from textgym.atomic import append_line, check_writable
 from textgym.models import DEFAULT_MODEL, TINY_MODEL
+from textgym.models.precision import resolve_device, resolve_precision
 
 from .evaluation import mean_ci
 from .hyperparams import hyperparams
+from .ray_runs import ray_module
 from .training import FLAT_HYPERPARAMS, TrainConfig
 
 AGENTS = ("sample", "greedy", "ppo", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
@@ -61,6 +63,20 @@ class LeaderboardConfig:
         default="",
         metadata={"help": 'the markdown board, its plots next to it in leaderboard/ ("": in --results)'},
     )
+    device: str = field(default="auto", metadata={"help": "auto (CUDA where present) | cpu | cuda"})
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32 | bf16 (mixed) | auto (bf16 where a probe finds it faster); fp32 by default, so "
+            "that every row of a board, the published ones too, compares agents at one precision"
+        },
+    )
+    ray: str = field(
+        default="",
+        metadata={"help": "run as Ray tasks: --ray (a local instance) or --ray ADDRESS (a cluster)"},
+    )
+    ray_cpus: int = field(default=2, metadata={"help": "CPUs each Ray task asks for"})
+    ray_gpus: float = field(default=0.0, metadata={"help": "GPUs each Ray task asks for"})
 
     def resolved(self) -> LeaderboardConfig:
         """The settings that run: ``quick`` swaps in its own values for the fields left at their
@@ -116,6 +132,11 @@ class LeaderboardConfig:
         for env in envs:
             for agent in [a for a in agents if a in TRAINED] or ["textppo"]:
                 self.train_config(env, agent, seeds[0]).validate()
+        if self.ray:
+            ray_module()  # ImportError naming the extra, before any run
+            if self.ray_cpus < 1 or not self.ray_gpus >= 0:
+                got = f"{self.ray_cpus}, {self.ray_gpus}"
+                raise ValueError(f"ray_cpus must be >= 1 and ray_gpus >= 0, got {got}")
         results, board = Path(self.results), Path(self.board)
         check_writable(results / "runs.jsonl", "--results")
         check_writable(results / "runs" / "run", "--results")
@@ -134,7 +155,13 @@ class LeaderboardConfig:
             eval_prompts=self.eval_prompts,
             eval_every_minutes=0,  # the curve comes from the training batches
             profile="quick" if self.quick else "default",
+            device=self.device,
+            precision=self.precision,
         ).resolved()
+
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: what ``precision`` means on ``device`` on this machine."""
+        return resolve_precision(self.precision, resolve_device(self.device))
 
 
 # Stock PPO's fields in the flat config of the runs before the registry, per profile.
@@ -155,6 +182,7 @@ class RunSpec:
         train = None
         if self.agent in TRAINED:
             train = dataclasses.asdict(config.train_config(self.env, self.agent, self.seed))
+            del train["device"], train["precision"]  # in _key: the precision alone, resolved
         return self._key(config, train)
 
     def keys(self, config: LeaderboardConfig) -> set[str]:
@@ -178,8 +206,9 @@ class RunSpec:
         }
         if train.algo == "textppo":  # the flat config held stock PPO's fields too, then at these values
             both |= LEGACY_STOCK[train.profile]
+        skip = ("profile", "hyperparams", "device", "precision")
         flat = {
-            **{k: v for k, v in dataclasses.asdict(train).items() if k not in ("profile", "hyperparams")},
+            **{k: v for k, v in dataclasses.asdict(train).items() if k not in skip},
             **{k: both[k] for k in FLAT_HYPERPARAMS},
             "lora": bool(both["policy_kwargs"].get("lora")),
         }
@@ -191,6 +220,10 @@ class RunSpec:
             "eval_prompts": config.eval_prompts,
             **dataclasses.asdict(self),
         }
+        # The device does not change a result; bf16 does (fp32 runs keep the keys they had before
+        # the option existed).
+        if config.resolved_precision() != "fp32":
+            settings["precision"] = config.resolved_precision()
         if train is not None:
             settings["train"] = train
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]

@@ -95,60 +95,61 @@ def generate(
     A row ends at an EOS or an id the tokenizer cannot decode (both emitted) or at the budget.
     ``on_step(n_active)`` runs after every step; returning False abandons the batch (None).
     """
-    device = net.invalid.device
-    ids, mask = left_pad(prompts, net.pad_id, device)  # (G, P)
-    actor = IncrementalForward(net.backbone, net.pad_id)
-    critic = None if net.critic is None else IncrementalForward(net.critic, net.pad_id)
-    hidden = actor.start(ids, mask, group_size)  # (B, H), B = G * group_size
-    critic_hidden = hidden if critic is None else critic.start(ids, mask, group_size)
-    ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)  # (B, P)
-    batch, start = ids.shape
-    ends = torch.zeros(net.invalid.shape[0], dtype=torch.bool, device=device)
-    ends[list(eos_ids)] = True
-    ends |= net.invalid
+    with net.autocast():  # bf16 products where the policy runs in bf16
+        device = net.invalid.device
+        ids, mask = left_pad(prompts, net.pad_id, device)  # (G, P)
+        actor = IncrementalForward(net.backbone, net.pad_id)
+        critic = None if net.critic is None else IncrementalForward(net.critic, net.pad_id)
+        hidden = actor.start(ids, mask, group_size)  # (B, H), B = G * group_size
+        critic_hidden = hidden if critic is None else critic.start(ids, mask, group_size)
+        ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)  # (B, P)
+        batch, start = ids.shape
+        ends = torch.zeros(net.invalid.shape[0], dtype=torch.bool, device=device)
+        ends[list(eos_ids)] = True
+        ends |= net.invalid
 
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    columns: dict[str, list[torch.Tensor]] = {
-        "token": [],
-        "active": [],
-        "logp": [],
-        "kl_logp": [],
-        "value": [],
-    }
-    for step in range(max_new_tokens):
-        raw = net.head(hidden)  # (B, V)
-        logits = net.process(raw)
-        token = logits.argmax(-1) if greedy else sample_tokens(logits, generator)  # (B,)
-        token = torch.where(active, token, net.pad_id)
-        columns["token"].append(token)
-        columns["active"].append(active)
-        columns["logp"].append(token_log_probs(logits, token))
-        columns["kl_logp"].append(token_log_probs(net.kl_logits(raw), token))
-        columns["value"].append(net.value(critic_hidden))
-        n_active = int(active.sum())
-        if on_step is not None and not on_step(n_active):
-            return None
-        still = active & ~ends[token]
-        if not still.any() or step + 1 == max_new_tokens:
-            break
-        # Emitted tokens are real context (mask 1); rows that had already ended append padding.
-        hidden = actor.extend(token[:, None], active[:, None])
-        critic_hidden = hidden if critic is None else critic.extend(token[:, None], active[:, None])
-        active = still
+        active = torch.ones(batch, dtype=torch.bool, device=device)
+        columns: dict[str, list[torch.Tensor]] = {
+            "token": [],
+            "active": [],
+            "logp": [],
+            "kl_logp": [],
+            "value": [],
+        }
+        for step in range(max_new_tokens):
+            raw = net.head(hidden)  # (B, V)
+            logits = net.process(raw)
+            token = logits.argmax(-1) if greedy else sample_tokens(logits, generator)  # (B,)
+            token = torch.where(active, token, net.pad_id)
+            columns["token"].append(token)
+            columns["active"].append(active)
+            columns["logp"].append(token_log_probs(logits, token))
+            columns["kl_logp"].append(token_log_probs(net.kl_logits(raw), token))
+            columns["value"].append(net.value(critic_hidden))
+            n_active = int(active.sum())
+            if on_step is not None and not on_step(n_active):
+                return None
+            still = active & ~ends[token]
+            if not still.any() or step + 1 == max_new_tokens:
+                break
+            # Emitted tokens are real context (mask 1); rows that had already ended append padding.
+            hidden = actor.extend(token[:, None], active[:, None])
+            critic_hidden = hidden if critic is None else critic.extend(token[:, None], active[:, None])
+            active = still
 
-    stack = {key: torch.stack(value, dim=1) for key, value in columns.items()}  # (B, R) each
-    response_mask = stack["active"]
-    zero = torch.zeros((), device=device)
-    return TokenBatch(
-        ids=torch.cat([ids, stack["token"]], dim=1),
-        mask=torch.cat([mask, response_mask.long()], dim=1),
-        start=start,
-        response_mask=response_mask,
-        log_probs=torch.where(response_mask, stack["logp"], zero),
-        kl_log_probs=torch.where(response_mask, stack["kl_logp"], zero),
-        values=torch.where(response_mask, stack["value"], zero),
-        group_size=group_size,
-    )
+        stack = {key: torch.stack(value, dim=1) for key, value in columns.items()}  # (B, R) each
+        response_mask = stack["active"]
+        zero = torch.zeros((), device=device)
+        return TokenBatch(
+            ids=torch.cat([ids, stack["token"]], dim=1),
+            mask=torch.cat([mask, response_mask.long()], dim=1),
+            start=start,
+            response_mask=response_mask,
+            log_probs=torch.where(response_mask, stack["logp"], zero),
+            kl_log_probs=torch.where(response_mask, stack["kl_logp"], zero),
+            values=torch.where(response_mask, stack["value"], zero),
+            group_size=group_size,
+        )
 
 
 def play(

@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.envs.base import TextGenEnv
 
+from . import distributed
 from .rollout import TokenBatch, play
 
 
@@ -34,10 +35,13 @@ class TextSampler:
     replay draws) and ``episode_rng`` (which prompts each batch gets)."""
 
     def __init__(self, device: torch.device | str, seed: int | None):
+        # With several ranks (torchrun) each rank's seed is its own, so their texts differ.
+        seed = None if seed is None else distributed.rank_seed(seed)
         self.generator = torch.Generator(device=device).manual_seed(0 if seed is None else seed)
         self.episode_rng = np.random.default_rng(seed)
 
     def reseed(self, seed: int) -> None:
+        seed = distributed.rank_seed(seed)
         self.generator.manual_seed(seed)
         self.episode_rng = np.random.default_rng(seed)
 

@@ -34,8 +34,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 import textgym
 from textgym.atomic import check_writable, write_json
 from textgym.models import DEFAULT_MODEL, load_tokenizer
+from textgym.models.precision import check_device, check_precision, describe_precision, resolve_device
 from textgym.wrappers import VecKLRewardWrapper
 
+from . import distributed
 from .buffers import EpisodeRolloutBuffer
 from .checkpoints import (
     ALGOS,
@@ -86,6 +88,10 @@ class TrainConfig:
     profile: str = field(
         default="default", metadata={"help": "the registry's profile: default, or quick (small batches)"}
     )
+    device: str = field(default="auto", metadata={"help": "auto (CUDA where present) | cpu | cuda"})
+    precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 where a probe finds it faster) | fp32 | bf16 (mixed)"}
+    )
     hyperparams: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "hyperparameters over the registry's (listed below)"}
     )
@@ -122,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes!r}")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}: expected one of {list(PROFILES)}")
+        check_device(self.device)
+        check_precision(self.precision)
         self.resolved()  # an unknown hyperparameter or a bad value fails here
         load_tokenizer(self.model)  # an unknown model fails here, before any file is written
 
@@ -205,10 +213,15 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "hyperparams": resolved}
 
 
-def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
-    """The algorithm with the run's resolved hyperparameters (``config.resolved()``)."""
+DATA_PARALLEL = ("textppo", "grpo", "rloo", "reinforce")  # the algorithms torchrun can run on several ranks
+
+
+def build_agent(config: TrainConfig, tensorboard: Path | None, device: str | None = None) -> BaseAlgorithm:
+    """The algorithm with the run's resolved hyperparameters (``config.resolved()``), on
+    ``device`` (None: the config's), logging to TensorBoard in ``tensorboard`` (None: not)."""
     kwargs = constructor_kwargs(config.algo, config.hyperparams)
     policy_kwargs = {"model": config.model, **config.hyperparams["policy_kwargs"]}
+    policy_kwargs["precision"] = config.precision
     if config.algo not in STOCK:  # TextPPO, its named configurations and SoftQ
         policy = "LMPolicy"
     elif config.algo == "dqn":  # the LM as Q-network, SB3's replay buffer
@@ -218,7 +231,13 @@ def build_agent(config: TrainConfig, tensorboard: Path) -> BaseAlgorithm:
         policy, kwargs["rollout_buffer_class"] = LMActorCriticPolicy, EpisodeRolloutBuffer
     env = training_env(config)
     return ALGOS[config.algo](
-        policy, env, seed=config.seed, tensorboard_log=str(tensorboard), policy_kwargs=policy_kwargs, **kwargs
+        policy,
+        env,
+        seed=config.seed,
+        tensorboard_log=None if tensorboard is None else str(tensorboard),
+        policy_kwargs=policy_kwargs,
+        device=device or resolve_device(config.device),
+        **kwargs,
     )
 
 
@@ -250,12 +269,24 @@ def train(
 
     Nothing is written when the config, ``out`` or the checkpoint is bad, or when another
     process trains ``out`` (:class:`RunBusyError`). Once ``run.json`` says "running", an error
-    leaves it "failed" and Ctrl-C "interrupted" (and the exception goes on)."""
+    leaves it "failed" and Ctrl-C "interrupted" (and the exception goes on).
+
+    Under ``torchrun`` (data-parallel, see :mod:`textgym.agents.distributed`) every rank calls
+    this; rank 0 does all of the above, the other ranks train alongside it and write nothing."""
     console = console or Console()
     config.validate()
     overridden = ", ".join(config.hyperparams) or "none"
     config = config.resolved()
     out = Path(out)
+    if distributed.launched():
+        if config.algo not in DATA_PARALLEL:
+            raise ValueError(
+                f"torchrun runs {list(DATA_PARALLEL)} on several ranks, not {config.algo!r}: "
+                "train it in one process"
+            )
+        device = distributed.setup(resolve_device(config.device))
+        if not distributed.is_main():
+            return train_alongside(config, out, resume, device, clock)
     if not is_run_dir(out):
         prepare_out(config, out, resume)  # a bad --out fails before the lock creates anything
     with RunLock(out):  # held until train() returns
@@ -265,6 +296,8 @@ def train(
             f"({config.profile} profile; overridden: {overridden}):\n  "
             + ", ".join(f"{k}={v!r}" for k, v in config.hyperparams.items())
         )
+        device = resolve_device(config.device)
+        console.print(f"device {device}, precision {describe_precision(config.precision, device)}")
         run = Run(config, out, console)
         agent = None if checkpoint is None else resume_agent(run, checkpoint)  # before any write
         if is_run_dir(out) and read_run(out).get("status") == "running":
@@ -284,6 +317,27 @@ def train(
             raise
 
 
+def train_alongside(
+    config: TrainConfig, out: Path, resume: bool, device: str, clock: Callable[[], float]
+) -> dict[str, Any]:
+    """A rank other than 0 under torchrun: the same agent and budget decisions as rank 0, its
+    own texts, and nothing written (rank 0 has checked ``out`` and holds its lock)."""
+    run = Run(config, out, Console(quiet=True))
+    checkpoint = read_checkpoint(out) if resume else None
+    if checkpoint is None:
+        agent = build_agent(config, None, device)
+    else:
+        agent = load_archive(
+            checkpoint.archive, config.algo, config.precision, env=training_env(config), device=device
+        )
+        run.train_seconds = float(checkpoint.state["train_seconds"])
+        agent.sampler.reseed(config.seed + agent.num_timesteps)  # not rank 0's saved state: new prompts
+    remaining = config.budget_tokens - agent.num_timesteps
+    if remaining > 0 and run.train_seconds < config.budget_minutes * 60:
+        agent.learn(remaining, callback=TrainingMonitor(run, clock), reset_num_timesteps=checkpoint is None)
+    return {"config": dataclasses.asdict(config), "rank": distributed.rank(), "tokens": agent.num_timesteps}
+
+
 def resume_agent(run: Run, checkpoint: Checkpoint) -> BaseAlgorithm:
     """The agent of ``checkpoint``, with the run's state restored from it."""
     config, state = run.config, checkpoint.state
@@ -296,7 +350,8 @@ def resume_agent(run: Run, checkpoint: Checkpoint) -> BaseAlgorithm:
             checkpoint.archive,
             config.algo,
             env=training_env(config),
-            device="cpu",
+            device=resolve_device(config.device),
+            precision=config.precision,  # this run's, not the checkpoint's
             tensorboard_log=str(run.out / "tb"),
         )
         replay = checkpoint.archive.parent / REPLAY
@@ -326,7 +381,13 @@ def run_training(run: Run, agent: BaseAlgorithm | None, clock: Callable[[], floa
     else:
         console.print(f"evaluating the untrained model on {config.eval_prompts} test prompts ...")
         before = evaluate(
-            config.model, config.env, "test", config.eval_prompts, seeds=[config.seed]
+            config.model,
+            config.env,
+            "test",
+            config.eval_prompts,
+            seeds=[config.seed],
+            device=resolve_device(config.device),
+            precision=config.precision,
         ).to_dict()
         write_json(before_path, before)
     resumed = agent is not None
@@ -347,6 +408,8 @@ def run_training(run: Run, agent: BaseAlgorithm | None, clock: Callable[[], floa
         "train_minutes": run.train_seconds / 60,
         "tokens_per_s": agent.num_timesteps / max(run.train_seconds, 1e-9),
         "batches": len(run.curve),
+        "device": str(agent.device),
+        "precision": agent.policy.net.precision,
         "before": before["metrics"],
         "after": after.metrics,
     }

@@ -127,15 +127,17 @@ def bare_generate(agent: TextPPO, indices: list[int], new_tokens: int, seed: int
     """``model.generate`` sampling (temperature 1, no top-k/p) of the same prompts."""
     task, net = agent.env.envs[0].unwrapped, agent.policy.net
     prompts = [task.encode_prompt(task.examples[i])[0] for i in indices]
-    ids, mask = left_pad(prompts, net.pad_id)
+    device = net.invalid.device
+    ids, mask = left_pad(prompts, net.pad_id, device)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    out = net.causal.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=new_tokens, temperature=1.0,
-        top_k=0, top_p=1.0, pad_token_id=net.pad_id, eos_token_id=sorted(task.eos_token_ids),
-    )  # fmt: skip
+    with net.autocast():  # the policy's precision
+        out = net.causal.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=new_tokens, temperature=1.0,
+            top_k=0, top_p=1.0, pad_token_id=net.pad_id, eos_token_id=sorted(task.eos_token_ids),
+        )  # fmt: skip
+    generated = out[:, ids.shape[1] :].cpu()  # waits for the device
     seconds = time.perf_counter() - start
-    generated = out[:, ids.shape[1] :]
     ended = torch.zeros(len(generated), dtype=torch.bool)
     tokens = 0
     for column in generated.T:  # count each row's tokens up to and including its EOS
@@ -146,19 +148,24 @@ def bare_generate(agent: TextPPO, indices: list[int], new_tokens: int, seed: int
 
 def bare_forward_backward(agent: TextPPO, batch: TokenBatch, minibatch: int) -> dict[str, float]:
     """Forward + backward (LM cross-entropy on the emitted tokens) over the same minibatches."""
-    lm = agent.policy.net.causal
+    net = agent.policy.net
+    lm = net.causal
     lm.train()
     tokens, start = 0, time.perf_counter()
     for first in range(0, len(batch.ids), minibatch):
         part = batch.select(torch.arange(first, min(first + minibatch, len(batch.ids))))
-        logits = lm(input_ids=part.ids, attention_mask=part.mask, position_ids=position_ids(part.mask)).logits
-        predicted = logits[:, part.start - 1 : -1]
+        with net.autocast():  # the policy's precision
+            logits = lm(
+                input_ids=part.ids, attention_mask=part.mask, position_ids=position_ids(part.mask)
+            ).logits
+        predicted = logits[:, part.start - 1 : -1].float()
         loss = torch.nn.functional.cross_entropy(
             predicted[part.response_mask], part.tokens[part.response_mask]
         )
         loss.backward()
         lm.zero_grad(set_to_none=True)
         tokens += int(part.mask.sum())
+    float(loss.detach())  # waits for the device
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 

@@ -8,4 +8,15 @@ import os
 # minute on this machine, which has no route to the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import pytest  # noqa: E402
+
 import textgym  # noqa: E402,F401  (registers the envs)
+from textgym.models import precision  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fp32_is_auto(monkeypatch):
+    """``--precision auto`` means fp32 in the suite, whatever this machine's bf16 speed: the
+    probe's answer is the one thing that would make a test depend on the CPU it runs on
+    (tests/test_precision.py asks for bf16 explicitly, and tests the probe itself)."""
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -169,3 +170,40 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
     assert "validation prompts ..." not in capsys.readouterr().out
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     assert [json.loads(line)["trial"] for line in lines] == [0, 1]
+
+
+def run_script(monkeypatch, name: str, argv: list[str]) -> None:
+    """``python benchmarks/<name>.py ARGV`` in this process (no interpreter start)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    importlib.import_module(name).main()
+
+
+def test_precision_benchmark_compares_precisions_and_lora_in_one_run(tmp_path, monkeypatch):
+    small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3", "--repeats", "1"]
+    run_script(monkeypatch, "precision", [*small, "--device", "cpu", "--out", str(tmp_path)])
+    [path] = tmp_path.glob("precision-*.json")
+    record = json.loads(path.read_text())
+    settings = {"fp32-full", "fp32-lora", "bf16-full", "bf16-lora"}
+    assert set(record["settings"]) == settings and record["device"] == "cpu" and record["auto"] == "fp32"
+    full, lora = record["settings"]["fp32-full"], record["settings"]["bf16-lora"]
+    assert lora["trainable_fraction"] < 0.1 < full["trainable_fraction"] == 1.0
+    assert (full["precision"], lora["precision"]) == ("fp32", "bf16")
+    expected = {f"{s}_vs_fp32-full/{part}" for s in settings for part in ("rollout", "update")}
+    assert set(record["ratios"]) == expected
+    assert all(ratio > 0 for ratio in record["ratios"].values())
+
+
+def test_gpu_check_runs_its_whole_check_on_the_cpu(tmp_path, monkeypatch):
+    small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3"]
+    small += ["--eval-prompts", "2"]
+    budget = ["--minutes", "1e4", "--budget-tokens", "8"]  # stops on tokens, whatever the speed
+    run_script(monkeypatch, "gpu_check", [*small, *budget, "--device", "cpu", "--out", str(tmp_path)])
+    [path] = tmp_path.glob("gpu-check-*.json")
+    record = json.loads(path.read_text())
+    assert (record["device"], record["precision"]) == ("cpu", "fp32")
+    assert set(record["ratios"]) == {"rollout_vs_generate", "update_vs_forward_backward"}
+    assert all(ratio > 0 for ratio in record["ratios"].values()) and record["peak_memory_gb"] > 0
+    training = record["training"]
+    assert training["train_tokens"] >= 8 and training["before"]["n"] == training["after"]["n"] == 2
+    assert json.loads((Path(training["run_dir"]) / "run.json").read_text())["status"] == "finished"

@@ -424,3 +424,39 @@ def test_cli_train_without_out_never_reuses_a_run_directory(tmp_path, monkeypatc
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == ["TextGen-Sentiment-v0-textppo-seed0-1", "TextGen-Sentiment-v0-textppo-seed0-2"]
     assert main([*train, "--resume"]) == 2 and "--resume needs --out" in capsys.readouterr().out
+
+
+def test_the_quick_board_on_a_local_ray_instance_writes_what_the_sequential_one_does(tmp_path, capsys):
+    import ray  # the test extra installs it
+
+    common = ["leaderboard", "--quick", "--envs", SENTIMENT, "--agents", "sample"]
+    common += ["--eval-prompts", "4"]
+
+    def place(name: str) -> list[str]:
+        return ["--results", str(tmp_path / name), "--board", str(tmp_path / name / "B.md")]
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the test's own instance
+    try:
+        assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0
+        capsys.readouterr()
+        assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0  # resumes: nothing to run
+        assert "1 already in" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    assert main([*common, *place("seq")]) == 0
+    on_ray, sequential = (
+        sorted(read_records(tmp_path / name / "runs.jsonl"), key=lambda r: r["agent"])
+        for name in ("ray", "seq")
+    )
+    assert [r["key"] for r in on_ray] == [r["key"] for r in sequential] and len(on_ray) == 1
+    for a, b in zip(on_ray, sequential):  # the same runs, apart from their timings
+        assert a["per_example"] == b["per_example"] and a["metrics"] == b["metrics"]
+    assert (tmp_path / "ray" / "B.md").is_file()
+
+
+def test_ray_without_the_package_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    args = ["leaderboard", "--quick", "--ray", "--results", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "--ray needs the 'ray' package: pip install 'textgym[ray]'" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()

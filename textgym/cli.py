@@ -13,11 +13,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from textgym.datasets import SPLITS
 from textgym.envs import ENVS
 from textgym.models import DEFAULT_MODEL, load_model
+from textgym.models.precision import PRECISIONS, resolve_device
 from textgym.models.sampling import LMSampler, run_episode
 
 
@@ -95,6 +97,7 @@ SHORTCUTS = {"lr": "learning_rate", "kl_coef": "kl_coef", "batch_episodes": "bat
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents import distributed
     from textgym.agents.hyperparams import parse_overrides
     from textgym.agents.training import TrainConfig, parse_budget, train
 
@@ -115,7 +118,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     config = TrainConfig(**settings, hyperparams=parse_overrides(algo, pairs))
     if args.out is None and args.resume:
         raise ValueError("--resume needs --out, the run directory to continue")
-    train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
+    try:
+        train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group before exiting
     return 0
 
 
@@ -146,8 +152,16 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         check_writable(args.json, "--json")  # before the evaluation, which would be lost
     seeds = [args.seed + i for i in range(args.seeds)]
+    precision = args.precision or (None if args.checkpoint else "auto")
     result = evaluate(
-        args.checkpoint or args.model, env_id, args.split, args.n, seeds=seeds, greedy=args.greedy
+        args.checkpoint or args.model,
+        env_id,
+        args.split,
+        args.n,
+        seeds=seeds,
+        greedy=args.greedy,
+        device=resolve_device(args.device),
+        precision=precision,
     )
     console.print(result.table())
     table = Table(title="sample texts", show_lines=True, expand=True)
@@ -261,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         algo=dict(choices=list(ALGOS)),
         profile=dict(choices=list(PROFILES)),
         eval_every_minutes=dict(aliases=["--eval-every"]),
+        device=dict(metavar="{auto,cpu,cuda[:N]}"),
+        precision=dict(choices=list(PRECISIONS)),
     )
     train.add_argument(
         "--budget",
@@ -290,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--greedy", action="store_true")
     ev.add_argument("--show", type=int, default=5, help="sample texts to print (default 5)")
     ev.add_argument("--json", help="also write the full evaluation (every text) to this JSON file")
+    ev.add_argument("--device", default="auto", metavar="{auto,cpu,cuda[:N]}", help="auto: CUDA if present")
+    ev.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="auto | fp32 | bf16 (mixed; default: a checkpoint's own, auto for --model)",
+    )
 
     export = commands.add_parser(
         "export", help="write a trained policy as a transformers model directory (LoRA merged)"
@@ -300,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser(
         "leaderboard", help="run the leaderboard (every env x agent x seed) and write it"
     )
-    add_dataclass_options(board, LeaderboardConfig)
+    add_dataclass_options(
+        board,
+        LeaderboardConfig,
+        ray=dict(nargs="?", const="local", metavar="ADDRESS"),
+        device=dict(metavar="{auto,cpu,cuda[:N]}"),
+        precision=dict(choices=list(PRECISIONS)),
+    )
     return parser
 
 
@@ -319,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args, console)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
-        console.print(f"[red]textgym: error:[/] {err}")
+        console.print(f"[red]textgym: error:[/] {escape(str(err))}")  # the message's [brackets] kept
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback (train has said where its run stands)
         return 130

@@ -1,0 +1,155 @@
+"""textgym against TRL's GRPOTrainer: the same model, reward, prompts, completion length and wall time.
+
+    pip install trl     # an optional benchmark dependency (not in textgym's extras)
+    python benchmarks/compare_trl.py [--minutes 10] [--algo textppo]
+
+One after the other in one run, on ``--env`` (Sentiment: VADER reward, chitchat prompts, 32-token
+completions): ``textgym train --algo ALGO`` (the registry's values) for ``--minutes`` of
+training, then TRL's ``GRPOTrainer`` with its defaults apart from the learning rate (``--trl-lr``,
+by default the textgym agent's) and the completion length (the env's), stopped after the same
+wall time by a callback. Each is scored on the same ``--eval-prompts`` test prompts by
+``textgym.agents.evaluate`` (TRL's model saved as a transformers directory first). Reports
+end-to-end completion tokens per second of training (TRL's counted from the completions its
+reward function receives) and each one's reward gain over the untrained model, with 95%
+intervals. Writes one JSON record, never overwriting.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from common import STARTED_AT_COMMIT, parse_args, write_record
+from rich.console import Console
+from rich.table import Table
+
+from textgym.agents.evaluation import evaluate
+from textgym.agents.hyperparams import hyperparams
+from textgym.agents.training import TrainConfig, train
+from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
+
+
+@dataclass
+class Args:
+    model: str = DEFAULT_MODEL
+    env: str = "TextGen-Sentiment-v0"
+    algo: str = "textppo"  # textgym's agent
+    minutes: float = 10.0  # of training, each
+    trl_lr: float = 0.0  # TRL's learning rate (0: the textgym agent's)
+    eval_prompts: int = 64
+    seed: int = 0
+    out: str = "benchmarks/results"
+
+
+def trl_modules() -> tuple[Any, Any, Any, Any]:
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as err:
+        raise SystemExit(f"compare_trl.py needs TRL: pip install trl ({err})") from None
+    return Dataset, TrainerCallback, GRPOConfig, GRPOTrainer
+
+
+def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
+    """GRPOTrainer for ``args.minutes`` of wall time; the saved model's directory and the
+    completion tokens it generated."""
+    Dataset, TrainerCallback, GRPOConfig, GRPOTrainer = trl_modules()
+    env = gym.make(args.env, model=args.model).unwrapped
+    tokenizer = load_tokenizer(args.model)
+    # The env's own prompts (chat template applied), as text TRL tokenizes again.
+    prompts = [tokenizer.decode(env.encode_prompt(example)[0]) for example in env.examples]
+    counted = {"tokens": 0}
+
+    def reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
+        ids = kwargs.get("completion_ids")
+        counted["tokens"] += (
+            sum(len(i) for i in ids)
+            if ids is not None
+            else sum(len(tokenizer(c)["input_ids"]) for c in completions)
+        )
+        references = [[] for _ in completions]
+        return [float(r) for r in env.reward_fn(prompts, completions, references)]
+
+    class WallClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, _args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.perf_counter() - self.start >= args.minutes * 60:
+                control.should_training_stop = True
+            return control
+
+    config = GRPOConfig(
+        output_dir=str(folder / "trl"), learning_rate=lr, max_completion_length=env.max_new_tokens,
+        report_to="none", save_strategy="no", logging_steps=1, seed=args.seed, max_steps=10**6,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=load_model(args.model), reward_funcs=reward, args=config,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), processing_class=tokenizer,
+    )  # fmt: skip
+    clock = WallClock()
+    trainer.add_callback(clock)
+    trainer.train()
+    seconds = time.perf_counter() - clock.start
+    model_dir = folder / "trl-model"
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    return {
+        "model_dir": model_dir,
+        "tokens": counted["tokens"],
+        "seconds": seconds,
+        "steps": trainer.state.global_step,
+    }
+
+
+def main() -> None:
+    args = parse_args(Args, __doc__.splitlines()[0])
+    console = Console(width=120)
+    lr = args.trl_lr or hyperparams(args.algo, args.env)["learning_rate"]
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{STARTED_AT_COMMIT[:8]}"
+    console.print(f"textgym {args.algo}, {args.minutes:g} minutes on {args.env} ...")
+    config = TrainConfig(
+        env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_minutes=args.minutes,
+        eval_prompts=args.eval_prompts, eval_every_minutes=0,
+    )  # fmt: skip
+    ours = train(config, Path(args.out) / f"compare-trl-{args.algo}-{stamp}", console=console)
+    before, after = ours["summary"]["before"], ours["summary"]["after"]
+    console.print(f"TRL GRPOTrainer, learning rate {lr:g}, {args.minutes:g} minutes ...")
+    with tempfile.TemporaryDirectory() as folder:
+        trl = run_trl(args, lr, Path(folder))
+        trl_after = evaluate(
+            str(trl["model_dir"]), args.env, "test", args.eval_prompts, seeds=[args.seed]
+        ).metrics
+
+    rates = {
+        "textgym": ours["summary"]["train_tokens"] / (ours["summary"]["train_minutes"] * 60),
+        "trl": trl["tokens"] / trl["seconds"],
+    }
+    gains = {"textgym": after["reward"] - before["reward"], "trl": trl_after["reward"] - before["reward"]}
+    table = Table(title=f"textgym {args.algo} vs TRL GRPOTrainer: {args.env}, {args.minutes:g} min each")
+    for column in ("", "completion tokens/s", "test reward after", "gain over untrained"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("untrained", "", f"{before['reward']:+.3f} ± {before['reward_ci95']:.3f}", "")
+    for name, metrics in (("textgym", after), ("trl", trl_after)):
+        table.add_row(
+            name, f"{rates[name]:.1f}", f"{metrics['reward']:+.3f} ± {metrics['reward_ci95']:.3f}",
+            f"{gains[name]:+.3f}",
+        )  # fmt: skip
+    console.print(table)
+    ratio = rates["textgym"] / rates["trl"]
+    console.print(f"textgym / TRL tokens/s: {ratio:.2f}x (target >= 2x, with the larger gain)")
+    record = {
+        "lr_trl": lr, "tokens_per_s": rates, "ratio": ratio, "gain": gains, "before": before,
+        "after": {"textgym": after, "trl": trl_after},
+        "trl": {k: v for k, v in trl.items() if k != "model_dir"}, "textgym": ours["summary"],
+    }  # fmt: skip
+    console.print(f"wrote {write_record('compare-trl', args, record, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
