@@ -106,7 +106,8 @@ def make_agent(args: Args) -> TextPPO:
     # The registry's hyperparameters for the env; the batch shape is the measurement's own.
     measured = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
     values = hyperparams("textppo", args.env, overrides=measured)
-    agent = TextPPO("LMPolicy", env, seed=args.seed, **constructor_kwargs("textppo", values))
+    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
+    agent = TextPPO("LMPolicy", env, seed=args.seed, policy_kwargs=values["policy_kwargs"], **kwargs)
     agent._setup_learn(total_timesteps=10**12)
     return agent
 
@@ -279,7 +280,12 @@ def stock_training_probe(args: Args, env_id: str, queue) -> None:
     episode buffer and (from the same weights) with the plain buffer; peak memory."""
     with tempfile.TemporaryDirectory() as logs:
         config = TrainConfig(
-            env=env_id, algo="ppo", model=args.model, seed=args.seed, profile=args.stock_train_profile
+            env=env_id,
+            algo="ppo",
+            model=args.model,
+            seed=args.seed,
+            profile=args.stock_train_profile,
+            precision="fp32",  # the table's precision, whatever this machine's bf16 speed
         ).resolved()
         agent = build_agent(config, Path(logs))
         agent._setup_learn(total_timesteps=10**12)
@@ -314,7 +320,8 @@ def textppo_training_probe(args: Args, env_id: str, episodes: int, queue) -> Non
     env = gym.make(env_id, model=args.model)
     profile = args.stock_train_profile
     values = hyperparams("textppo", env_id, profile, overrides={"batch_episodes": episodes})
-    agent = TextPPO("LMPolicy", env, seed=args.seed, **constructor_kwargs("textppo", values))
+    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
+    agent = TextPPO("LMPolicy", env, seed=args.seed, policy_kwargs=values["policy_kwargs"], **kwargs)
     agent._setup_learn(total_timesteps=10**12)
     rollout(agent)
     tokens = sum(agent.last_rollout["lengths"])
@@ -336,7 +343,12 @@ def value_training_probe(args: Args, env_id: str, algo: str, queue) -> None:
     into the replay buffer, then one ``train()`` call, in generated tokens per second."""
     with tempfile.TemporaryDirectory() as logs:
         config = TrainConfig(
-            env=env_id, algo=algo, model=args.model, seed=args.seed, profile=args.stock_train_profile
+            env=env_id,
+            algo=algo,
+            model=args.model,
+            seed=args.seed,
+            profile=args.stock_train_profile,
+            precision="fp32",  # the table's precision, whatever this machine's bf16 speed
         ).resolved()
         agent = build_agent(config, Path(logs))
         agent._setup_learn(total_timesteps=10**12)
