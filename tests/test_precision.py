@@ -144,7 +144,7 @@ def test_leaderboard_keys_change_with_bf16_only():
     spec = RunSpec("TextGen-Sentiment-v0", "textppo", 0)
     fp32 = LeaderboardConfig(quick=True, precision="fp32").resolved()
     auto = LeaderboardConfig(quick=True, precision="auto").resolved()  # fp32 in the suite (conftest)
-    assert LeaderboardConfig().precision == "fp32"  # the published board's
+    assert LeaderboardConfig().precision == TrainConfig().precision == "fp32"  # until bf16 learns as well
     cuda_fp32 = LeaderboardConfig(quick=True, precision="fp32", device="cpu").resolved()
     bf16 = LeaderboardConfig(quick=True, precision="bf16").resolved()
     assert spec.key(fp32) == spec.key(auto) == spec.key(cuda_fp32) != spec.key(bf16)

@@ -152,7 +152,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         check_writable(args.json, "--json")  # before the evaluation, which would be lost
     seeds = [args.seed + i for i in range(args.seeds)]
-    precision = args.precision or (None if args.checkpoint else "auto")
+    precision = args.precision or (None if args.checkpoint else "fp32")
     result = evaluate(
         args.checkpoint or args.model,
         env_id,
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--precision",
         choices=list(PRECISIONS),
-        help="auto | fp32 | bf16 (mixed; default: a checkpoint's own, auto for --model)",
+        help="fp32 | bf16 (mixed) | auto (default: a checkpoint's own, fp32 for --model)",
     )
 
     export = commands.add_parser(
