@@ -259,9 +259,10 @@ def run_leaderboard(
         if config.ray:
             progress.update(task, description=f"{len(todo)} runs on Ray")
             run_on_ray(config, todo, results, run_one, finished)
-        for spec in todo if not config.ray else ():
-            progress.update(task, description=f"{spec.env} {spec.agent} seed {spec.seed}")
-            finished(spec, run_isolated(config, spec, str(results / "runs" / spec.key(config))))
+        else:
+            for spec in todo:
+                progress.update(task, description=f"{spec.env} {spec.agent} seed {spec.seed}")
+                finished(spec, run_isolated(config, spec, str(results / "runs" / spec.key(config))))
     board = write_board(config, read_records(records_path), command)
     console.print(f"wrote {board} and its plots")
     return board

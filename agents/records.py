@@ -222,8 +222,9 @@ class RunSpec:
         }
         # The device does not change a result; bf16 does (fp32 runs keep the keys they had before
         # the option existed).
-        if config.resolved_precision() != "fp32":
-            settings["precision"] = config.resolved_precision()
+        precision = config.resolved_precision()
+        if precision != "fp32":
+            settings["precision"] = precision
         if train is not None:
             settings["train"] = train
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
