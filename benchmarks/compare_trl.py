@@ -1,14 +1,17 @@
 """textgym against TRL's GRPOTrainer: the same model, reward, prompts, completion length and wall time.
 
     pip install trl     # an optional benchmark dependency (not in textgym's extras)
-    python benchmarks/compare_trl.py [--minutes 10] [--algo textppo]
+    python benchmarks/compare_trl.py [--minutes 10] [--algo textppo] [--precision bf16] [--lora]
 
 One after the other in one run, on ``--env`` (Sentiment: VADER reward, chitchat prompts, 32-token
 completions): ``textgym train --algo ALGO`` (the registry's values) for ``--minutes`` of
-training, then TRL's ``GRPOTrainer`` with its defaults apart from the learning rate (``--trl-lr``,
-by default the textgym agent's) and the completion length (the env's), stopped after the same
-wall time by a callback. Each is scored on the same ``--eval-prompts`` test prompts by
-``textgym.agents.evaluate`` (TRL's model saved as a transformers directory first). Reports
+training (in ``--precision``; ``--lora``: adapters only), then TRL's ``GRPOTrainer`` with its
+defaults apart from the learning rate (``--trl-lr``, by default the textgym agent's), the
+completion length (the env's) and ``use_cpu`` on a machine without CUDA (transformers refuses to
+start otherwise), stopped after the same wall time by a callback. Each is scored on the same
+``--eval-prompts`` test prompts by ``textgym.agents.evaluate`` (TRL's model saved as a
+transformers directory, then loaded into a textgym network whose reference is the untrained
+model, so both perplexities and KLs are against the same model). Reports
 end-to-end completion tokens per second of training (TRL's counted from the completions its
 reward function receives) and each one's reward gain over the untrained model, with 95%
 intervals. Writes one JSON record, never overwriting.
@@ -23,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import torch
 from common import STARTED_AT_COMMIT, parse_args, write_record
 from rich.console import Console
 from rich.table import Table
 
 from textgym.agents.evaluation import evaluate
-from textgym.agents.hyperparams import hyperparams
+from textgym.agents.hyperparams import hyperparams, parse_overrides
+from textgym.agents.network import LMActorCritic
 from textgym.agents.training import TrainConfig, train
-from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer
+from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer, logits_width
 
 
 @dataclass
@@ -38,6 +43,8 @@ class Args:
     model: str = DEFAULT_MODEL
     env: str = "TextGen-Sentiment-v0"
     algo: str = "textppo"  # textgym's agent
+    precision: str = "fp32"  # textgym's: fp32 | bf16 | auto (TRL keeps its own default)
+    lora: bool = False  # textgym trains LoRA adapters only
     minutes: float = 10.0  # of training, each
     trl_lr: float = 0.0  # TRL's learning rate (0: the textgym agent's)
     eval_prompts: int = 64
@@ -87,6 +94,7 @@ def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
     config = GRPOConfig(
         output_dir=str(folder / "trl"), learning_rate=lr, max_completion_length=env.max_new_tokens,
         report_to="none", save_strategy="no", logging_steps=1, seed=args.seed, max_steps=10**6,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses a CPU run without it
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=load_model(args.model), reward_funcs=reward, args=config,
@@ -104,27 +112,40 @@ def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
         "tokens": counted["tokens"],
         "seconds": seconds,
         "steps": trainer.state.global_step,
+        "precision": "bf16" if config.bf16 else "fp16" if config.fp16 else "fp32",
+        "generations_per_prompt": config.num_generations,
+        "batch_size": config.per_device_train_batch_size,
     }
+
+
+def trained_net(model: str, model_dir: Path) -> LMActorCritic:
+    """TRL's trained weights in a textgym network whose reference is the untrained ``model``,
+    so perplexity and KL are measured against the same model as textgym's (evaluating the saved
+    directory by name would make it its own reference)."""
+    net = LMActorCritic(model, logits_width(model))
+    net.lm.load_state_dict(load_model(str(model_dir)).state_dict())
+    return net
 
 
 def main() -> None:
     args = parse_args(Args, __doc__.splitlines()[0])
+    trl_modules()  # a machine without TRL fails now, not after textgym's training
     console = Console(width=120)
     lr = args.trl_lr or hyperparams(args.algo, args.env)["learning_rate"]
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{STARTED_AT_COMMIT[:8]}"
     console.print(f"textgym {args.algo}, {args.minutes:g} minutes on {args.env} ...")
     config = TrainConfig(
         env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_minutes=args.minutes,
-        eval_prompts=args.eval_prompts, eval_every_minutes=0,
+        eval_prompts=args.eval_prompts, eval_every_minutes=0, precision=args.precision,
+        hyperparams=parse_overrides(args.algo, ["policy_kwargs.lora=true"] if args.lora else []),
     )  # fmt: skip
     ours = train(config, Path(args.out) / f"compare-trl-{args.algo}-{stamp}", console=console)
     before, after = ours["summary"]["before"], ours["summary"]["after"]
     console.print(f"TRL GRPOTrainer, learning rate {lr:g}, {args.minutes:g} minutes ...")
     with tempfile.TemporaryDirectory() as folder:
         trl = run_trl(args, lr, Path(folder))
-        trl_after = evaluate(
-            str(trl["model_dir"]), args.env, "test", args.eval_prompts, seeds=[args.seed]
-        ).metrics
+        trl_after = evaluate(trained_net(args.model, trl["model_dir"]), args.env, "test",
+                             args.eval_prompts, seeds=[args.seed]).metrics  # fmt: skip
 
     rates = {
         "textgym": ours["summary"]["train_tokens"] / (ours["summary"]["train_minutes"] * 60),

@@ -207,3 +207,23 @@ def test_gpu_check_runs_its_whole_check_on_the_cpu(tmp_path, monkeypatch):
     training = record["training"]
     assert training["train_tokens"] >= 8 and training["before"]["n"] == training["after"]["n"] == 2
     assert json.loads((Path(training["run_dir"]) / "run.json").read_text())["status"] == "finished"
+
+
+def test_compare_trl_without_trl_fails_before_training_and_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl raises ImportError
+    with pytest.raises(SystemExit, match="pip install trl"):
+        run_script(monkeypatch, "compare_trl", ["--model", "tiny", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_compare_trl_trains_both_and_records_rates_and_gains(tmp_path, monkeypatch):
+    pytest.importorskip("trl")  # an optional benchmark dependency, not in the test extra
+    small = ["--model", "tiny", "--minutes", "0.01", "--eval-prompts", "2", "--lora"]
+    run_script(monkeypatch, "compare_trl", [*small, "--out", str(tmp_path)])
+    [path] = tmp_path.glob("compare-trl-*.json")
+    record = json.loads(path.read_text())
+    assert set(record["tokens_per_s"]) == set(record["gain"]) == {"textgym", "trl"}
+    assert record["trl"]["tokens"] > 0 and record["trl"]["steps"] >= 1  # one step at least
+    assert record["textgym"]["train_tokens"] > 0 and record["args"]["lora"] is True
+    assert record["ratio"] == pytest.approx(record["tokens_per_s"]["textgym"] / record["tokens_per_s"]["trl"])
+    assert record["after"]["trl"]["n"] == record["before"]["n"] == 2
