@@ -118,11 +118,12 @@ def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
     }
 
 
-def trained_net(model: str, model_dir: Path) -> LMActorCritic:
+def trained_net(model: str, model_dir: Path, precision: str) -> LMActorCritic:
     """TRL's trained weights in a textgym network whose reference is the untrained ``model``,
     so perplexity and KL are measured against the same model as textgym's (evaluating the saved
-    directory by name would make it its own reference)."""
-    net = LMActorCritic(model, logits_width(model))
+    directory by name would make it its own reference), evaluated in the precision the untrained
+    model was (its texts are sampled in it)."""
+    net = LMActorCritic(model, logits_width(model), precision=precision)
     net.lm.load_state_dict(load_model(str(model_dir)).state_dict())
     return net
 
@@ -144,7 +145,7 @@ def main() -> None:
     console.print(f"TRL GRPOTrainer, learning rate {lr:g}, {args.minutes:g} minutes ...")
     with tempfile.TemporaryDirectory() as folder:
         trl = run_trl(args, lr, Path(folder))
-        trl_after = evaluate(trained_net(args.model, trl["model_dir"]), args.env, "test",
+        trl_after = evaluate(trained_net(args.model, trl["model_dir"], args.precision), args.env, "test",
                              args.eval_prompts, seeds=[args.seed]).metrics  # fmt: skip
 
     rates = {
