@@ -14,6 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from textgym.agents.hyperparams import constructor_kwargs, hyperparams
+from textgym.agents.ppo import TextPPO
 from textgym.agents.provenance import git_commit, machine, versions
 from textgym.cli import add_dataclass_options, dataclass_values
 
@@ -33,6 +35,26 @@ def parse_args(cls: type, description: str) -> Any:
 
 # Taken when a script starts, so a record names the code that ran even if HEAD moves meanwhile.
 STARTED_AT_COMMIT = git_commit()
+
+
+def registry_textppo(
+    env: gym.Env,
+    env_id: str,
+    seed: int,
+    overrides: dict[str, Any],
+    profile: str = "default",
+    device: str = "auto",
+    **policy: Any,
+) -> TextPPO:
+    """TextPPO with the registry's values for ``env_id`` (``overrides`` over them, ``policy``
+    over its ``policy_kwargs``, which ``constructor_kwargs`` leaves out), set up to be stepped
+    by hand (``collect_rollouts`` / ``train``) as the benchmarks do."""
+    values = hyperparams("textppo", env_id, profile, overrides=overrides)
+    policy_kwargs = {**values["policy_kwargs"], **policy}
+    kwargs = constructor_kwargs("textppo", values)
+    agent = TextPPO("LMPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
+    agent._setup_learn(total_timesteps=10**12)
+    return agent
 
 
 def timed(fn) -> tuple[float, object]:

@@ -22,13 +22,11 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-from common import STARTED_AT_COMMIT, parse_args, write_record
+from common import STARTED_AT_COMMIT, parse_args, registry_textppo, write_record
 from rich.console import Console
 from rich.table import Table
 from throughput import bare_forward_backward, bare_generate, rollout
 
-from textgym.agents import TextPPO
-from textgym.agents.hyperparams import constructor_kwargs, hyperparams
 from textgym.agents.training import TrainConfig, train
 from textgym.models import DEFAULT_MODEL
 from textgym.models.precision import describe_precision, resolve_device, resolve_precision
@@ -66,11 +64,7 @@ def main() -> None:
 
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     shape = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
-    values = hyperparams("textppo", args.env, overrides=shape)
-    policy_kwargs = {**values["policy_kwargs"], "precision": precision}
-    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
-    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
-    agent._setup_learn(total_timesteps=10**12)
+    agent = registry_textppo(env, args.env, args.seed, shape, device=device, precision=precision)
     rollout(agent)  # warm-up: kernels chosen, the reference loaded
     agent.train()
     console.print("rollout vs generate, update vs forward + backward ...")

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
-from common import parse_args, write_record
+from common import parse_args, registry_textppo, write_record
 from rich.console import Console
 from rich.table import Table
 
-from textgym.agents import TextPPO
-from textgym.agents.hyperparams import constructor_kwargs, hyperparams
 from textgym.models import DEFAULT_MODEL
 from textgym.models.precision import cpu_bf16_speedup, resolve_device, resolve_precision
 
@@ -61,11 +59,7 @@ class Args:
 def measure(args: Args, precision: str, lora: bool, device: str) -> dict[str, dict[str, float]]:
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     shape = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
-    values = hyperparams("textppo", args.env, overrides=shape)
-    policy_kwargs = {**values["policy_kwargs"], "precision": precision, "lora": lora}
-    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
-    agent = TextPPO("LMPolicy", env, seed=args.seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
-    agent._setup_learn(total_timesteps=10**12)
+    agent = registry_textppo(env, args.env, args.seed, shape, device=device, precision=precision, lora=lora)
     callback = agent._init_callback(None)
     best = {"rollout": 0.0, "update": 0.0}
     for repeat in range(args.repeats + 1):  # the first is the untimed warm-up

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-from common import parse_args, peak_rss_gb, random_policy_steps, timed, write_record
+from common import parse_args, peak_rss_gb, random_policy_steps, registry_textppo, timed, write_record
 from rich.console import Console
 from rich.table import Table
 from stable_baselines3.common.buffers import DictRolloutBuffer
@@ -54,7 +54,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
 from textgym.agents import LMActorCriticPolicy, TextPPO
-from textgym.agents.hyperparams import PROFILES, constructor_kwargs, hyperparams
+from textgym.agents.hyperparams import PROFILES
 from textgym.agents.rollout import TokenBatch
 from textgym.agents.training import TrainConfig, build_agent
 from textgym.models import DEFAULT_MODEL, load_model
@@ -105,11 +105,7 @@ def make_agent(args: Args) -> TextPPO:
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     # The registry's hyperparameters for the env; the batch shape is the measurement's own.
     measured = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
-    values = hyperparams("textppo", args.env, overrides=measured)
-    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
-    agent = TextPPO("LMPolicy", env, seed=args.seed, policy_kwargs=values["policy_kwargs"], **kwargs)
-    agent._setup_learn(total_timesteps=10**12)
-    return agent
+    return registry_textppo(env, args.env, args.seed, measured)
 
 
 def rollout(agent: TextPPO) -> dict[str, float]:
@@ -318,11 +314,7 @@ def textppo_training_probe(args: Args, env_id: str, episodes: int, queue) -> Non
     """TextPPO on ``env_id`` with the registry's values and ``episodes`` per batch: one rollout
     (and its reference pass) and one update, in generated tokens per second."""
     env = gym.make(env_id, model=args.model)
-    profile = args.stock_train_profile
-    values = hyperparams("textppo", env_id, profile, overrides={"batch_episodes": episodes})
-    kwargs = constructor_kwargs("textppo", values)  # policy_kwargs apart
-    agent = TextPPO("LMPolicy", env, seed=args.seed, policy_kwargs=values["policy_kwargs"], **kwargs)
-    agent._setup_learn(total_timesteps=10**12)
+    agent = registry_textppo(env, env_id, args.seed, {"batch_episodes": episodes}, args.stock_train_profile)
     rollout(agent)
     tokens = sum(agent.last_rollout["lengths"])
     agent.train()
