@@ -2,10 +2,12 @@
 
     pip install trl     # an optional benchmark dependency (not in textgym's extras)
     python benchmarks/compare_trl.py [--minutes 10] [--algo textppo] [--precision bf16] [--lora]
+                                     [--hyperparams KEY=VALUE ...]
 
 One after the other in one run, on ``--env`` (Sentiment: VADER reward, chitchat prompts, 32-token
-completions): ``textgym train --algo ALGO`` (the registry's values) for ``--minutes`` of
-training (in ``--precision``; ``--lora``: adapters only), then TRL's ``GRPOTrainer`` with its
+completions): ``textgym train --algo ALGO`` (the registry's values, ``--hyperparams`` over them
+as in ``textgym train``) for ``--minutes`` of training (in ``--precision``; ``--lora``: adapters
+only), then TRL's ``GRPOTrainer`` with its
 defaults apart from the learning rate (``--trl-lr``, by default the textgym agent's), the
 completion length (the env's) and ``use_cpu`` on a machine without CUDA (transformers refuses to
 start otherwise), stopped after the same wall time by a callback. Each is scored on the same
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ class Args:
     algo: str = "textppo"  # textgym's agent
     precision: str = "fp32"  # textgym's: fp32 | bf16 | auto (TRL keeps its own default)
     lora: bool = False  # textgym trains LoRA adapters only
+    hyperparams: dict = field(default_factory=dict)  # textgym's overrides: --hyperparams kl_coef=0.01 ...
     minutes: float = 10.0  # of training, each
     trl_lr: float = 0.0  # TRL's learning rate (0: the textgym agent's)
     eval_prompts: int = 64
@@ -132,13 +135,15 @@ def main() -> None:
     args = parse_args(Args, __doc__.splitlines()[0])
     trl_modules()  # a machine without TRL fails now, not after textgym's training
     console = Console(width=120)
-    lr = args.trl_lr or hyperparams(args.algo, args.env)["learning_rate"]
+    pairs = [*args.hyperparams, *(["policy_kwargs.lora=true"] if args.lora else [])]  # KEY=VALUE strings
+    overrides = parse_overrides(args.algo, pairs)
+    lr = args.trl_lr or hyperparams(args.algo, args.env, overrides=overrides)["learning_rate"]
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{STARTED_AT_COMMIT[:8]}"
     console.print(f"textgym {args.algo}, {args.minutes:g} minutes on {args.env} ...")
     config = TrainConfig(
         env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_minutes=args.minutes,
         eval_prompts=args.eval_prompts, eval_every_minutes=0, precision=args.precision,
-        hyperparams=parse_overrides(args.algo, ["policy_kwargs.lora=true"] if args.lora else []),
+        hyperparams=overrides,
     )  # fmt: skip
     ours = train(config, Path(args.out) / f"compare-trl-{args.algo}-{stamp}", console=console)
     before, after = ours["summary"]["before"], ours["summary"]["after"]
