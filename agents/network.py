@@ -69,8 +69,9 @@ class LMPolicyConfig:
         passes under bf16 autocast; the value head, softmaxes and losses stay float32) or
         ``auto`` (bf16 where the device runs it faster: see :mod:`textgym.models.precision`).
     :param kv_cache: reuse the KV cache while stepping (False: recompute the context every step).
-    :param packed_linears: act with the linear layers on oneDNN-packed weights where possible
-        (CPU float32, see :mod:`textgym.models.packed`); updates never do.
+    :param packed_linears: act (steps and batched rollouts) with the linear layers on
+        oneDNN-packed weights where possible (CPU float32), or under CPU bf16 autocast on kept
+        bf16 copies of the weights (see :mod:`textgym.models.packed`); updates never do.
     :param kl_to_reference: the entropy term of SB3's loss (weighed by ``ent_coef``) becomes
         minus the KL divergence from the policy to the reference (the initial model; with LoRA,
         the model with its adapters disabled), exact over the vocabulary at every state of the
@@ -137,8 +138,9 @@ class LMActorCritic(nn.Module):
     decode are applied by :meth:`process`, the one place both rollouts and updates go through.
     With ``separate_critic`` the value comes from a second copy of the LM trunk. With ``lora``
     only the adapters (and the value head) train, and the reference policy is the same model
-    with its adapters disabled. With ``packed_linears`` (the default), acting (:meth:`step`)
-    runs the linear layers on oneDNN-packed weights where it can (CPU float32, see
+    with its adapters disabled. With ``packed_linears`` (the default), acting (:meth:`step`
+    and :func:`textgym.agents.rollout.generate`) runs the linear layers on oneDNN-packed weights
+    where it can (CPU float32), or on kept bf16 copies under CPU bf16 autocast (see
     :mod:`textgym.models.packed`); updates never do.
 
     :param config: an :class:`LMPolicyConfig`, or a model name with the other fields as
@@ -195,7 +197,8 @@ class LMActorCritic(nn.Module):
         self._actor_cache = IncrementalForward(self.backbone, self.pad_id)
         self._critic_cache = None if self.critic is None else IncrementalForward(self.critic, self.pad_id)
         self._cache_version = -1
-        # Acting runs its linear layers on packed weights (CPU float32; see textgym.models.packed).
+        # Acting runs its linear layers on packed weights (CPU float32) or kept bf16 copies
+        # (CPU bf16 autocast); see textgym.models.packed.
         self.packed = PackedLinears(enabled=config.packed_linears)
         self.packed.attach(self)
         # Kept for the weights-version check of every step (walking the module tree costs 1 ms).

@@ -95,7 +95,9 @@ def generate(
     A row ends at an EOS or an id the tokenizer cannot decode (both emitted) or at the budget.
     ``on_step(n_active)`` runs after every step; returning False abandons the batch (None).
     """
-    with net.autocast():  # bf16 products where the policy runs in bf16
+    # bf16 products where the policy runs in bf16; packed float32 weights, or kept bf16 copies
+    # under autocast, for the linear layers (textgym.models.packed; freed when the update starts).
+    with net.autocast(), net.packed:
         device = net.invalid.device
         ids, mask = left_pad(prompts, net.pad_id, device)  # (G, P)
         actor = IncrementalForward(net.backbone, net.pad_id)

@@ -90,8 +90,8 @@ class TrainConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto (CUDA where present) | cpu | cuda"})
     precision: str = field(
-        default="fp32",
-        metadata={"help": "fp32 | bf16 (mixed) | auto (bf16 where a probe finds it faster); see the README"},
+        default="auto",
+        metadata={"help": "auto (bf16 where a probe finds it faster, else fp32) | fp32 | bf16 (mixed)"},
     )
     hyperparams: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "hyperparameters over the registry's (listed below)"}

@@ -7,13 +7,14 @@
 One after the other in one run, on ``--env`` (Sentiment: VADER reward, chitchat prompts, 32-token
 completions): ``textgym train --algo ALGO`` (the registry's values, ``--hyperparams`` over them
 as in ``textgym train``) for ``--minutes`` of training (in ``--precision``; ``--lora``: adapters
-only), then TRL's ``GRPOTrainer`` with its
-defaults apart from the learning rate (``--trl-lr``, by default the textgym agent's), the
-completion length (the env's) and ``use_cpu`` on a machine without CUDA (transformers refuses to
-start otherwise), stopped after the same wall time by a callback. Each is scored on the same
-``--eval-prompts`` test prompts by ``textgym.agents.evaluate`` (TRL's model saved as a
-transformers directory, then loaded into a textgym network whose reference is the untrained
-model, so both perplexities and KLs are against the same model). Reports
+only), then TRL's ``GRPOTrainer`` with its defaults apart from the learning rate (``--trl-lr``,
+by default the textgym agent's), the completion length (the env's), ``use_cpu`` on a machine
+without CUDA (transformers refuses to start otherwise) and, if asked, its precision
+(``--trl-precision``: TRL's configs default to bf16, which a CPU without bf16 instructions
+emulates hundreds of times slower than fp32), stopped after the same wall time by a callback.
+Each is scored on the same ``--eval-prompts`` test prompts by ``textgym.agents.evaluate`` (TRL's
+model saved as a transformers directory, then loaded into a textgym network whose reference is
+the untrained model, so both perplexities and KLs are against the same model). Reports
 end-to-end completion tokens per second of training (TRL's counted from the completions its
 reward function receives) and each one's reward gain over the untrained model, with 95%
 intervals. Writes one JSON record, never overwriting.
@@ -39,17 +40,22 @@ from textgym.agents.network import LMActorCritic
 from textgym.agents.training import TrainConfig, train
 from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer, logits_width
 
+TRL_PRECISIONS = ("default", "same", "fp32", "bf16")
+
 
 @dataclass
 class Args:
     model: str = DEFAULT_MODEL
     env: str = "TextGen-Sentiment-v0"
     algo: str = "textppo"  # textgym's agent
-    precision: str = "fp32"  # textgym's: fp32 | bf16 | auto (TRL keeps its own default)
+    precision: str = "fp32"  # textgym's: fp32 | bf16 | auto (TRL's: --trl-precision)
     lora: bool = False  # textgym trains LoRA adapters only
     hyperparams: dict = field(default_factory=dict)  # textgym's overrides: --hyperparams kl_coef=0.01 ...
     minutes: float = 10.0  # of training, each
     trl_lr: float = 0.0  # TRL's learning rate (0: the textgym agent's)
+    # TRL's precision: default (its configs': bf16, even on a CPU that only emulates it) | same
+    # (textgym's, as resolved) | fp32 | bf16
+    trl_precision: str = "default"
     eval_prompts: int = 64
     seed: int = 0
     out: str = "benchmarks/results"
@@ -65,9 +71,9 @@ def trl_modules() -> tuple[Any, Any, Any, Any]:
     return Dataset, TrainerCallback, GRPOConfig, GRPOTrainer
 
 
-def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
-    """GRPOTrainer for ``args.minutes`` of wall time; the saved model's directory and the
-    completion tokens it generated."""
+def run_trl(args: Args, lr: float, folder: Path, precision: str) -> dict[str, Any]:
+    """GRPOTrainer for ``args.minutes`` of wall time, in ``precision`` (``default``: TRL's own
+    choice); the saved model's directory and the completion tokens it generated."""
     Dataset, TrainerCallback, GRPOConfig, GRPOTrainer = trl_modules()
     env = gym.make(args.env, model=args.model).unwrapped
     tokenizer = load_tokenizer(args.model)
@@ -98,6 +104,7 @@ def run_trl(args: Args, lr: float, folder: Path) -> dict[str, Any]:
         output_dir=str(folder / "trl"), learning_rate=lr, max_completion_length=env.max_new_tokens,
         report_to="none", save_strategy="no", logging_steps=1, seed=args.seed, max_steps=10**6,
         use_cpu=not torch.cuda.is_available(),  # transformers refuses a CPU run without it
+        **({} if precision == "default" else {"bf16": precision == "bf16", "fp16": False}),
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=load_model(args.model), reward_funcs=reward, args=config,
@@ -133,6 +140,8 @@ def trained_net(model: str, model_dir: Path, precision: str) -> LMActorCritic:
 
 def main() -> None:
     args = parse_args(Args, __doc__.splitlines()[0])
+    if args.trl_precision not in TRL_PRECISIONS:
+        raise SystemExit(f"--trl-precision must be one of {list(TRL_PRECISIONS)}, got {args.trl_precision!r}")
     trl_modules()  # a machine without TRL fails now, not after textgym's training
     console = Console(width=120)
     pairs = [*args.hyperparams, *(["policy_kwargs.lora=true"] if args.lora else [])]  # KEY=VALUE strings
@@ -149,7 +158,8 @@ def main() -> None:
     before, after = ours["summary"]["before"], ours["summary"]["after"]
     console.print(f"TRL GRPOTrainer, learning rate {lr:g}, {args.minutes:g} minutes ...")
     with tempfile.TemporaryDirectory() as folder:
-        trl = run_trl(args, lr, Path(folder))
+        same = ours["summary"]["precision"]  # textgym's, resolved
+        trl = run_trl(args, lr, Path(folder), same if args.trl_precision == "same" else args.trl_precision)
         trl_after = evaluate(trained_net(args.model, trl["model_dir"], args.precision), args.env, "test",
                              args.eval_prompts, seeds=[args.seed]).metrics  # fmt: skip
 

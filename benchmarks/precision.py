@@ -2,6 +2,7 @@
 
     python benchmarks/precision.py [--env TextGen-Sentiment-v0] [--batch 16] [--device auto]
     python benchmarks/precision.py --model tiny --batch 4 --new-tokens 4 --minibatch 2   # smoke
+    python benchmarks/precision.py --precisions fp32 --plain   # also acting on plain weights
 
 Each setting (``--precisions`` x full/LoRA) gets a fresh TextPPO agent with the registry's
 values for ``--env`` (the batch shape is the measurement's own) and the same seed; after one
@@ -10,7 +11,10 @@ iterations each time a rollout (``collect_rollouts``: sampling with the KV cache
 rewards, the reference pass) and an update (``train()``); the best of each is kept. Generated
 tokens per second, and each setting's ratio to fp32 with full fine-tuning, all from this one
 run. Also records the CPU probe behind ``--precision auto`` (bf16 vs fp32 matrix products)
-and what ``auto`` picks here. Prints a table; writes one JSON record, never overwriting.
+and what ``auto`` picks here. ``--plain``: also each setting with ``packed_linears=False``
+(acting on the plain weights: no oneDNN-packed float32 copies, no kept bf16 copies), named
+``...-plain``, to show what those copies save. Prints a table; writes one JSON record, never
+overwriting.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Args:
     repeats: int = 2  # timed iterations per setting (best kept)
     precisions: str = "fp32,bf16"
     lora: bool = True  # also each precision with LoRA adapters (peft)
+    plain: bool = False  # also each setting acting on plain weights (packed_linears=False)
     device: str = "auto"
     seed: int = 0
     out: str = "benchmarks/results"
@@ -56,10 +61,12 @@ class Args:
         return [p.strip() for p in self.precisions.split(",") if p.strip()]
 
 
-def measure(args: Args, precision: str, lora: bool, device: str) -> dict[str, dict[str, float]]:
+def measure(args: Args, precision: str, lora: bool, device: str, packed: bool) -> dict[str, dict[str, float]]:
     env = gym.make(args.env, model=args.model, max_new_tokens=args.new_tokens)
     shape = {"batch_episodes": args.batch, "minibatch_episodes": args.minibatch}
-    agent = registry_textppo(env, args.env, args.seed, shape, device=device, precision=precision, lora=lora)
+    agent = registry_textppo(
+        env, args.env, args.seed, shape, device=device, precision=precision, lora=lora, packed_linears=packed
+    )
     callback = agent._init_callback(None)
     best = {"rollout": 0.0, "update": 0.0}
     for repeat in range(args.repeats + 1):  # the first is the untimed warm-up
@@ -83,12 +90,17 @@ def main() -> None:
     device = resolve_device(args.device)
     probe = cpu_bf16_speedup() if device == "cpu" else None
     auto = resolve_precision("auto", device)
-    settings = [(p, lora) for p in args.precision_list for lora in ((False, True) if args.lora else (False,))]
+    settings = [
+        (p, lora, packed)
+        for p in args.precision_list
+        for lora in ((False, True) if args.lora else (False,))
+        for packed in ((True, False) if args.plain else (True,))
+    ]
     results: dict[str, dict] = {}
-    for precision, lora in settings:
-        name = f"{precision}-{'lora' if lora else 'full'}"
+    for precision, lora, packed in settings:
+        name = f"{precision}-{'lora' if lora else 'full'}{'' if packed else '-plain'}"
         console.print(f"{name}: {args.repeats} timed iterations of {args.batch} texts on {args.env} ...")
-        results[name] = measure(args, precision, lora, device)
+        results[name] = measure(args, precision, lora, device, packed)
 
     base = results.get("fp32-full")
     ratios: dict[str, float] = {}

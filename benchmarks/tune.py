@@ -52,6 +52,7 @@ class Args:
     min_distinct: float = 0.7  # feasible: distinct-2 >= this x the untrained model's
     max_perplexity: float = 1.5  # feasible: perplexity <= this x the untrained model's
     model: str = DEFAULT_MODEL
+    precision: str = "fp32"  # trials and the untrained model alike (a study's records stay comparable)
     seed: int = 0
     out: str = "benchmarks/results/tune"
 
@@ -97,7 +98,9 @@ def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, A
 
 
 def untrained(args: Args) -> dict[str, Any]:
-    return evaluate(args.model, args.env, "validation", args.eval_prompts, seeds=[args.seed]).metrics
+    return evaluate(
+        args.model, args.env, "validation", args.eval_prompts, seeds=[args.seed], precision=args.precision
+    ).metrics
 
 
 def main() -> None:
@@ -127,6 +130,7 @@ def main() -> None:
         config = TrainConfig(
             env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_tokens=args.budget_tokens,
             budget_minutes=args.budget_minutes, eval_prompts=1, eval_every_minutes=0, hyperparams=values,
+            precision=args.precision,
         )  # fmt: skip
         config.validate()
         run_dir = str(out / "runs" / f"{name}-trial{trial.number}")

@@ -194,6 +194,16 @@ def test_precision_benchmark_compares_precisions_and_lora_in_one_run(tmp_path, m
     assert all(ratio > 0 for ratio in record["ratios"].values())
 
 
+def test_precision_benchmark_with_plain_also_times_acting_on_the_plain_weights(tmp_path, monkeypatch):
+    small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3", "--repeats", "1"]
+    small += ["--precisions", "fp32", "--no-lora", "--plain", "--device", "cpu"]
+    run_script(monkeypatch, "precision", [*small, "--out", str(tmp_path)])
+    [path] = tmp_path.glob("precision-*.json")
+    record = json.loads(path.read_text())
+    assert set(record["settings"]) == {"fp32-full", "fp32-full-plain"}
+    assert record["args"]["plain"] is True and record["ratios"]["fp32-full-plain_vs_fp32-full/rollout"] > 0
+
+
 def test_gpu_check_runs_its_whole_check_on_the_cpu(tmp_path, monkeypatch):
     small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3"]
     small += ["--eval-prompts", "2"]
@@ -216,14 +226,26 @@ def test_compare_trl_without_trl_fails_before_training_and_names_the_package(tmp
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
 
 
+def test_compare_trl_refuses_an_unknown_trl_precision_before_training(tmp_path, monkeypatch):
+    expected = r"--trl-precision must be one of \['default', 'same', 'fp32', 'bf16'\], got 'fp16'"
+    with pytest.raises(SystemExit, match=expected):
+        run_script(monkeypatch, "compare_trl", ["--trl-precision", "fp16", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
 def test_compare_trl_trains_both_and_records_rates_and_gains(tmp_path, monkeypatch):
     pytest.importorskip("trl")  # an optional benchmark dependency, not in the test extra
     small = ["--model", "tiny", "--minutes", "0.01", "--eval-prompts", "2", "--lora"]
+    small += ["--hyperparams", "kl_coef=0", "--trl-precision", "same"]
     run_script(monkeypatch, "compare_trl", [*small, "--out", str(tmp_path)])
     [path] = tmp_path.glob("compare-trl-*.json")
     record = json.loads(path.read_text())
     assert set(record["tokens_per_s"]) == set(record["gain"]) == {"textgym", "trl"}
     assert record["trl"]["tokens"] > 0 and record["trl"]["steps"] >= 1  # one step at least
     assert record["textgym"]["train_tokens"] > 0 and record["args"]["lora"] is True
+    assert record["trl"]["precision"] == record["textgym"]["precision"] == "fp32"  # "same": textgym's
     assert record["ratio"] == pytest.approx(record["tokens_per_s"]["textgym"] / record["tokens_per_s"]["trl"])
     assert record["after"]["trl"]["n"] == record["before"]["n"] == 2
+    [run] = tmp_path.glob("compare-trl-textppo-*/run.json")  # the textgym run took the overrides
+    values = json.loads(run.read_text())["config"]["hyperparams"]
+    assert values["kl_coef"] == 0 and values["policy_kwargs"]["lora"] is True

@@ -120,3 +120,34 @@ def test_copies_and_pickles_carry_the_hooks_but_not_the_packed_weights():
         with torch.no_grad(), clone_packed:
             torch.testing.assert_close(clone(x), expected)
         assert clone_packed.packed_bytes == 16 * 32 * 4  # the copy packs its own weight
+
+
+def test_under_bf16_autocast_products_run_on_kept_bf16_copies_equal_to_autocasts():
+    torch.manual_seed(0)
+    layer, frozen = torch.nn.Linear(64, 96), torch.nn.Linear(64, 32, bias=False).requires_grad_(False)
+    packed = attached(layer, frozen)
+    x = torch.randn(5, 64)
+
+    def run(inside: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            if not inside:
+                return layer(x), frozen(layer(x)[:, :64])
+            with packed:
+                return layer(x), frozen(layer(x)[:, :64])
+
+    got, expected = run(True), run(False)
+    for a, b in zip(got, expected):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b)  # autocast's cast, made once
+    assert packed.packed_bytes == (96 * 64 + 96 + 32 * 64) * 2
+    copy = packed.bf16(frozen.weight)
+    run(True)
+    assert packed.bf16(frozen.weight) is copy  # kept between blocks while the weight is unchanged
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # as an optimiser step: copied again
+    got, expected = run(True), run(False)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    other = torch.nn.Linear(64, 96)
+    fresh = attached(other)
+    with fresh, torch.autocast("cpu", dtype=torch.bfloat16):
+        out = other(x)  # autograd on: autocast's own cast, with its graph
+    assert out.requires_grad and fresh.packed_bytes == 0
