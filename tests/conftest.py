@@ -20,3 +20,16 @@ def fp32_is_auto(monkeypatch):
     probe's answer is the one thing that would make a test depend on the CPU it runs on
     (tests/test_precision.py asks for bf16 explicitly, and tests the probe itself)."""
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.0)
+
+
+@pytest.fixture
+def runs_in_this_process(monkeypatch):
+    """The leaderboard's runs in the test's own process instead of a spawned one apiece: each
+    spawned process imports torch and transformers again (about 8 s here), and the longest tests
+    would spend most of their time on that. The spawned path itself is tested where it matters
+    (tests/test_leaderboard.py's killed-run tests, and the Ray board)."""
+    from textgym.agents import leaderboard
+
+    monkeypatch.setattr(
+        leaderboard, "run_isolated", lambda config, spec, out: leaderboard.run_one(config, spec, out)
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import queue
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +20,27 @@ from textgym.agents.records import LeaderboardConfig, RunSpec, read_records
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def test_throughput_writes_every_figure(tmp_path):
-    command = [
-        sys.executable, str(BENCHMARKS / "throughput.py"), "--model", "tiny", "--batch", "4",
-        "--new-tokens", "4", "--minibatch", "2", "--repeats", "1", "--random-episodes", "1",
-        "--stock-envs", "2", "--stock-steps", "3", "--stock-sweep", "1", "--out", str(tmp_path),
-        "--stock-train-envs", "TextGen-Sentiment-v0", "--stock-train-profile", "quick",
-        "--plain-transitions", "5",
+def test_throughput_writes_every_figure(tmp_path, monkeypatch, capsys):
+    # In this process, and so are the probes the script runs in fresh processes for their peak
+    # memory, but the first (one real spawned probe; each costs an interpreter start of ~8 s).
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import throughput
+
+    def here(target, *arguments):
+        answers = queue.SimpleQueue()
+        target(*arguments, answers)
+        return answers.get()
+
+    monkeypatch.setattr(throughput, "in_fresh_process", here)
+    argv = [
+        "--model", "tiny", "--batch", "4", "--new-tokens", "4", "--minibatch", "2", "--repeats", "1",
+        "--random-episodes", "1", "--stock-envs", "2", "--stock-steps", "3", "--stock-sweep", "1",
+        "--out", str(tmp_path), "--stock-train-envs", "TextGen-Sentiment-v0", "--stock-train-profile",
+        "quick", "--plain-transitions", "5",
     ]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
-    assert out.returncode == 0, out.stderr
+    run_script(monkeypatch, "throughput", argv)
     [path] = tmp_path.glob("throughput-*.json")
-    assert path.name in out.stdout.replace("\n", "")  # rich may wrap the long path
+    assert path.name in capsys.readouterr().out.replace("\n", "")  # rich may wrap the long path
     record = json.loads(path.read_text())
 
     assert record["benchmark"] == "throughput" and record["args"]["model"] == "tiny"
@@ -61,10 +72,13 @@ def test_throughput_writes_every_figure(tmp_path):
     assert len(record["rollouts"]) == len(record["generates"]) == 1
 
 
-def test_leaderboard_script_writes_into_the_repository_paths(tmp_path):
+def test_leaderboard_script_writes_into_the_repository_paths(tmp_path, monkeypatch, runs_in_this_process):
     """``python benchmarks/leaderboard.py`` writes where the README says (relative to where it
-    runs, the repository root), while the library's defaults name no repository path."""
+    runs, the repository root), while the library's defaults name no repository path. The script
+    runs as ``__main__`` in this process (its command line in a fresh interpreter is the next test)."""
     small = ["--agents", "sample", "--envs", "TextGen-Sentiment-v0", "--eval-prompts", "2", "--seeds", "0"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     for extra, results, board in (
         (["--model", "tiny"], "benchmarks/results/leaderboard", "benchmarks/LEADERBOARD.md"),
         (
@@ -73,9 +87,8 @@ def test_leaderboard_script_writes_into_the_repository_paths(tmp_path):
             "benchmarks/results/leaderboard-quick/LEADERBOARD.md",
         ),
     ):
-        command = [sys.executable, str(BENCHMARKS / "leaderboard.py"), *small, *extra]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
+        monkeypatch.setattr(sys, "argv", ["leaderboard.py", *small, *extra])
+        runpy.run_path(str(BENCHMARKS / "leaderboard.py"), run_name="__main__")
         [record] = read_records(tmp_path / results / "runs.jsonl")
         assert record["agent"] == "sample" and record["model"] == "tiny"
         reproduce = "python benchmarks/leaderboard.py" + (" --quick" if "--quick" in extra else "")
@@ -119,13 +132,9 @@ def test_published_leaderboard_records_are_still_recognised():
     assert picked == current and {"textppo", "sample", "greedy"} <= {agent for _, agent, _ in picked}
 
 
-def test_groups_benchmark_samples_the_same_tokens_both_ways(tmp_path):
-    command = [
-        sys.executable, str(BENCHMARKS / "groups.py"), "--model", "tiny", "--envs", "TextGen-Sentiment-v0",
-        "--prompts", "2", "--group-size", "2", "--minibatch", "2", "--out", str(tmp_path),
-    ]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
-    assert out.returncode == 0, out.stderr
+def test_groups_benchmark_samples_the_same_tokens_both_ways(tmp_path, monkeypatch):
+    argv = ["--model", "tiny", "--envs", "TextGen-Sentiment-v0", "--prompts", "2", "--group-size", "2"]
+    run_script(monkeypatch, "groups", [*argv, "--minibatch", "2", "--out", str(tmp_path)])
     [path] = tmp_path.glob("groups-*.json")
     record = json.loads(path.read_text())
     figures = record["envs"]["TextGen-Sentiment-v0"]
@@ -139,10 +148,13 @@ def test_groups_benchmark_samples_the_same_tokens_both_ways(tmp_path):
 
 
 def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
-    # tune.py's main in this process (its trials still run in processes of their own, which
-    # import it from this path): two fewer interpreter starts than running the script twice.
+    # tune.py's main in this process, and its trials and untrained evaluation too, which it runs
+    # in processes of their own (each an interpreter start, ~8 s here; that path is
+    # tests/test_leaderboard.py's).
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import tune
+
+    monkeypatch.setattr(tune, "run_in_child", lambda target, args, name: target(*args))
 
     command = [
         "tune.py", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "--algo", "grpo", "--trials", "1",

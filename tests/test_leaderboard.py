@@ -36,12 +36,12 @@ BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("rloo", "reinforce", 
 SENTIMENT = "TextGen-Sentiment-v0"
 
 
-def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsys):
+def test_quick_leaderboard_runs_every_env_and_agent_then_resumes(tmp_path, capsys, runs_in_this_process):
     results, board = tmp_path / "results", tmp_path / "board" / "LEADERBOARD.md"
     # Trained runs stop on their 512 tokens: a time budget that cannot bind keeps the test
     # independent of this machine's speed. Every agent runs on one env, then every env gets the
-    # untrained model, added to the same board (each run is a process of its own: the suite's
-    # longest test; every agent trains on every env in tests/test_ppo.py and test_training.py).
+    # untrained model, added to the same board (runs in this process: the suite's longest test
+    # otherwise; every agent trains on every env in tests/test_ppo.py and test_training.py).
     common = ["leaderboard", "--quick", "--results", str(results), "--board", str(board)]
     budget = ["--budget-minutes", "1e4", "--budget-tokens", "512"]
     every_agent = [*common, *budget, "--agents", ",".join(BOARD_AGENTS), "--envs", SENTIMENT]
