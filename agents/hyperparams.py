@@ -7,7 +7,9 @@ leaderboard and the benchmarks read their defaults here and nowhere else.
     parse_overrides("textppo", ["learning_rate=1e-4", "policy_kwargs.lora=true"])
 
 A value comes from, the last one winning: the algorithm's constructor default, the file's entry
-for the env, its ``quick`` block (profile ``"quick"``), the overrides. The keys are the
+for the env, its ``quick`` block (profile ``"quick"``), its ``lora`` block (when the resolved
+``policy_kwargs`` turn LoRA on: adapters train with a larger step than the whole model), the
+overrides. The keys are the
 constructor's keyword arguments (``inspect.signature``) but for those textgym sets itself, plus
 :data:`EXTRA` (settings textgym applies around the algorithm). Every value is checked against
 the type of its default, and the resolved values go through the algorithm's own argument
@@ -35,6 +37,7 @@ from .qpolicy import Q_KEYS, LMQPolicy
 
 FOLDER = Path(__file__).parent / "hyperparams"
 PROFILES = ("default", "quick")
+BLOCKS = ("quick", "lora")  # a file's entries that are not envs: the quick profile, LoRA's values
 STOCK = ("ppo", "a2c", "dqn")  # SB3's own algorithms, with an LM policy on n_envs KL-wrapped envs
 # Constructor arguments that are not hyperparameters: textgym passes them (policy, env, seed,
 # logging, device), or they have no meaning for token actions (gSDE is for continuous actions).
@@ -172,7 +175,7 @@ def check(algo: str, name: str, value: Any, where: str = "") -> Any:
 
 
 def registry(algo: str) -> dict[str, dict[str, Any]]:
-    """The file of ``algo``, checked: ``{env id or "quick": {key: value}}``."""
+    """The file of ``algo``, checked: ``{env id, "quick" or "lora": {key: value}}``."""
     path = FOLDER / f"{algo}.yml"
     params(algo)  # an unknown algo fails here
     with path.open() as handle:
@@ -183,9 +186,11 @@ def registry(algo: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: {env_id} must map hyperparameters to values, got {entry!r}")
         for name, value in entry.items():
             check(algo, name, value, f" ({path}, {env_id})")
-        missing = [name for name in required if name not in entry and env_id != "quick"]
+        missing = [name for name in required if name not in entry and env_id not in BLOCKS]
         if missing:
             raise ValueError(f"{path}: {env_id} must set {missing}")
+        if env_id == "lora" and "policy_kwargs" in entry:
+            raise ValueError(f"{path}: lora applies when policy_kwargs turn LoRA on, so it cannot set them")
     return entries
 
 
@@ -198,12 +203,15 @@ def hyperparams(
         raise ValueError(f"unknown hyperparameter profile {profile!r}: expected one of {list(PROFILES)}")
     entries = registry(algo)
     if env_id not in entries:
-        known = [e for e in entries if e != "quick"]
+        known = [e for e in entries if e not in BLOCKS]
         raise ValueError(
             f"no {algo} hyperparameters for {env_id!r} in {FOLDER / f'{algo}.yml'}: it has {known}"
         )
     overrides = {name: check(algo, name, value) for name, value in (overrides or {}).items()}
     layers = [entries[env_id], entries.get("quick", {}) if profile == "quick" else {}, overrides]
+    lora = [layer["policy_kwargs"]["lora"] for layer in layers if "lora" in layer.get("policy_kwargs", {})]
+    if lora and lora[-1] not in (None, False):  # the last word on LoRA turns it on
+        layers.insert(2, entries.get("lora", {}))
     values = {name: copy.deepcopy(param.default) for name, param in params(algo).items()}
     for layer in layers:
         for name, value in layer.items():
@@ -307,13 +315,15 @@ def describe(algos: Sequence[str] = tuple(ALGOS)) -> str:
     lines = [
         "hyperparameters (--hyperparams KEY=VALUE ...; policy_kwargs.NAME=VALUE for the policy's):",
         "values from the registry, agents/hyperparams/<algo>.yml, else the constructor's default;",
-        "[quick: ...] is the quick profile (--profile quick), {env: ...} an env's own value.",
+        "[quick: ...] is the quick profile (--profile quick), {env: ...} an env's own value,",
+        "<lora: ...> the value with --lora (policy_kwargs.lora=true).",
     ]
     for algo in algos:
         entries = registry(algo)
-        envs = [e for e in entries if e != "quick"]
+        envs = [e for e in entries if e not in BLOCKS]
         resolved = {env: hyperparams(algo, env) for env in envs}
         quick = hyperparams(algo, envs[0], "quick")
+        lora = hyperparams(algo, envs[0], overrides={"policy_kwargs": {"lora": True}})
         lines += ["", f"{algo}:"]
         for name, param in params(algo).items():
             value = resolved[envs[0]][name]
@@ -323,6 +333,8 @@ def describe(algos: Sequence[str] = tuple(ALGOS)) -> str:
             )
             if quick[name] != value:
                 text += f" [quick: {quick[name]!r}]"
+            if name != "policy_kwargs" and lora[name] != value:
+                text += f" <lora: {lora[name]!r}>"
             lines.append(text + (f"  ({param.help})" if param.help else ""))
         lines.append(f"  policy_kwargs keys: {', '.join(policy_keys(algo))}")
     return "\n".join(lines)

@@ -52,7 +52,9 @@ class Args:
     lora: bool = False  # textgym trains LoRA adapters only
     hyperparams: dict = field(default_factory=dict)  # textgym's overrides: --hyperparams kl_coef=0.01 ...
     minutes: float = 10.0  # of training, each
-    trl_lr: float = 0.0  # TRL's learning rate (0: the textgym agent's)
+    # TRL's learning rate (0: the textgym agent's as it would be without --lora: TRL trains the
+    # whole model, and the registry gives LoRA adapters a larger rate)
+    trl_lr: float = 0.0
     # TRL's precision: default (its configs': bf16, even on a CPU that only emulates it) | same
     # (textgym's, as resolved) | fp32 | bf16
     trl_precision: str = "default"
@@ -146,7 +148,8 @@ def main() -> None:
     console = Console(width=120)
     pairs = [*args.hyperparams, *(["policy_kwargs.lora=true"] if args.lora else [])]  # KEY=VALUE strings
     overrides = parse_overrides(args.algo, pairs)
-    lr = args.trl_lr or hyperparams(args.algo, args.env, overrides=overrides)["learning_rate"]
+    whole_model = parse_overrides(args.algo, args.hyperparams)
+    lr = args.trl_lr or hyperparams(args.algo, args.env, overrides=whole_model)["learning_rate"]
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{STARTED_AT_COMMIT[:8]}"
     console.print(f"textgym {args.algo}, {args.minutes:g} minutes on {args.env} ...")
     config = TrainConfig(

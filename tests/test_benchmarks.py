@@ -261,3 +261,5 @@ def test_compare_trl_trains_both_and_records_rates_and_gains(tmp_path, monkeypat
     [run] = tmp_path.glob("compare-trl-textppo-*/run.json")  # the textgym run took the overrides
     values = json.loads(run.read_text())["config"]["hyperparams"]
     assert values["kl_coef"] == 0 and values["policy_kwargs"]["lora"] is True
+    # LoRA's rate on textgym's side (the registry's lora block), the whole model's on TRL's.
+    assert values["learning_rate"] == 2e-4 and record["lr_trl"] == 2e-5

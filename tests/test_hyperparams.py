@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import shutil
 
 import pytest
 
@@ -58,6 +59,7 @@ PER_ENV = {
     ("softq", "TextGen-Summarization-v0"): dict(batch_episodes=32, gradient_steps=4),
     ("dqn", "TextGen-Summarization-v0"): dict(train_freq=64),
 }
+LORA = {"textppo": dict(learning_rate=2e-4)}  # with --lora, over an env's values (textppo.yml says why)
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches
     "textppo": dict(batch_episodes=16, minibatch_episodes=8),
     "ppo": dict(n_envs=4, n_steps=8, batch_size=16),
@@ -82,13 +84,39 @@ def test_registry_values_per_env_and_profile(algo, env_id):
         if key not in PUBLISHED[algo]:
             assert value == constructor[key].default, key
     assert hyperparams(algo, env_id, "quick") == {**default, **QUICK[algo]}
+    lora = {"policy_kwargs": {**default["policy_kwargs"], "lora": True}}
+    assert hyperparams(algo, env_id, overrides=lora) == {**default, **LORA.get(algo, {}), **lora}
+
+
+def test_the_lora_block_applies_whenever_lora_is_on_and_overrides_still_win():
+    env = "TextGen-Sentiment-v0"
+    on = {"policy_kwargs": {"lora": True}}
+    assert hyperparams("textppo", env, "quick", on)["learning_rate"] == 2e-4  # after the profile
+    assert hyperparams("textppo", env, overrides={**on, "learning_rate": 5e-5})["learning_rate"] == 5e-5
+    adapters = {"policy_kwargs": {"lora": {"r": 4}}}  # LoraConfig arguments turn it on too
+    assert hyperparams("textppo", env, overrides=adapters)["learning_rate"] == 2e-4
+    off = {"policy_kwargs": {"lora": False}}
+    assert hyperparams("textppo", env, overrides=off)["learning_rate"] == 2e-5
+    parsed = parse_overrides("textppo", ["policy_kwargs.lora=true"])  # what `textgym train --lora` passes
+    assert hyperparams("textppo", env, overrides=parsed)["learning_rate"] == 2e-4
+
+
+def test_a_lora_block_cannot_set_policy_kwargs(tmp_path, monkeypatch):
+    from textgym.agents import hyperparams as module
+
+    shutil.copytree(FOLDER, tmp_path / "hyperparams")
+    path = tmp_path / "hyperparams" / "textppo.yml"
+    path.write_text(path.read_text() + "  policy_kwargs: {lora: false}\n")
+    monkeypatch.setattr(module, "FOLDER", tmp_path / "hyperparams")
+    with pytest.raises(ValueError, match="lora applies when policy_kwargs turn LoRA on, so it cannot set"):
+        registry("textppo")
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
 def test_each_file_names_every_env_and_says_how_its_values_were_found(algo):
     text = (FOLDER / f"{algo}.yml").read_text()
     assert "How they were found:" in text
-    assert set(registry(algo)) == {*textgym.ENVS, "quick"}
+    assert set(registry(algo)) == {*textgym.ENVS, "quick", *(["lora"] if algo in LORA else [])}
 
 
 def test_textppo_keys_follow_its_constructor():
@@ -209,6 +237,8 @@ def test_describe_lists_every_hyperparameter_with_its_values():
             assert param.describe() in line and repr(hyperparams(algo, "TextGen-Sentiment-v0")[key]) in line
         assert ", ".join(policy_keys()) in block
     assert "[quick: 16]" in text and set(PROFILES) == {"default", "quick"}
+    textppo = text.split("\ntextppo:\n")[1].splitlines()
+    assert "<lora: 0.0002>" in next(line for line in textppo if line.split()[0] == "learning_rate")
 
 
 @pytest.mark.parametrize(
