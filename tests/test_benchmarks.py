@@ -21,8 +21,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def test_throughput_writes_every_figure(tmp_path, monkeypatch, capsys):
-    # In this process, and so are the probes the script runs in fresh processes for their peak
-    # memory, but the first (one real spawned probe; each costs an interpreter start of ~8 s).
+    # In this process, and so are the training probes the script runs in fresh processes for
+    # their peak memory; its memory probe still spawns one (each spawn costs ~8 s of imports here).
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import throughput
 
