@@ -9,11 +9,18 @@ initial model at most ``--max-perplexity`` times the untrained model's on the sa
 (evaluated once per study), which Optuna's TPE sampler takes as constraints. Trial 0 of a new
 study is the registry's values, so the table shows whether the search beat them.
 
+With ``--rungs N`` (N > 1) a trial trains in N equal shares of its budget, each resuming the
+last's checkpoint, and is evaluated on the validation prompts after each; Optuna's median pruner
+(as rl-baselines3-zoo uses) stops a trial whose reward at a rung is below the median of the
+earlier trials' at that rung, once ``--prune-after`` trials have run in full. Full-budget trials
+then cost a study only for the hyperparameters that keep up.
+
 The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
 same command, and finished trials are kept); every trial also appends one JSON line to
 ``<out>/<algo>-<env>.jsonl``, and the script prints the trials as a table, best first.
 
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
+    python benchmarks/tune.py --env TextGen-Dialogue-v0 --algo grpo --budget-minutes 20 --rungs 4
     python benchmarks/tune.py --model tiny --trials 2 --budget-tokens 256   # a smoke run
 """
 
@@ -54,6 +61,8 @@ class Args:
     model: str = DEFAULT_MODEL
     precision: str = "fp32"  # trials and the untrained model alike (a study's records stay comparable)
     seed: int = 0
+    rungs: int = 1  # validation evaluations per trial, at equal shares of its budget (above 1: pruning)
+    prune_after: int = 2  # trials that run in full before the median pruner may stop one
     out: str = "benchmarks/results/tune"
 
 
@@ -84,6 +93,11 @@ def space(trial: optuna.Trial, algo: str) -> dict[str, Any]:
     return values
 
 
+def pruner(prune_after: int) -> optuna.pruners.BasePruner:
+    """The median pruner, after ``prune_after`` full trials (it asks only between rungs)."""
+    return optuna.pruners.MedianPruner(n_startup_trials=prune_after)
+
+
 def registry_point(algo: str, env: str) -> dict[str, Any]:
     """The registry's values for the searched keys (``minibatch_episodes`` follows from them)."""
     values = hyperparams(algo, env)
@@ -108,6 +122,11 @@ def main() -> None:
     if args.algo not in ALGOS:
         raise SystemExit(f"unknown algo {args.algo!r}: expected one of {list(ALGOS)}")
     hyperparams(args.algo, args.env)  # an unknown env or a bad registry fails here
+    if args.rungs < 1 or args.prune_after < 0:
+        raise SystemExit(
+            f"--rungs {args.rungs} --prune-after {args.prune_after}: expected --rungs >= 1 (1: no pruning) "
+            "and --prune-after >= 0"
+        )
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +136,7 @@ def main() -> None:
     # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                load_if_exists=True)  # fmt: skip
+                                pruner=pruner(args.prune_after), load_if_exists=True)  # fmt: skip
     if "untrained" not in study.user_attrs:
         console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
         study.set_user_attr("untrained", run_in_child(untrained, (args,), "untrained evaluation"))
@@ -127,31 +146,46 @@ def main() -> None:
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial, args.algo)
-        config = TrainConfig(
-            env=args.env, algo=args.algo, model=args.model, seed=args.seed, budget_tokens=args.budget_tokens,
-            budget_minutes=args.budget_minutes, eval_prompts=1, eval_every_minutes=0, hyperparams=values,
-            precision=args.precision,
-        )  # fmt: skip
-        config.validate()
         run_dir = str(out / "runs" / f"{name}-trial{trial.number}")
         console.print(f"trial {trial.number}: {values}")
-        metrics = run_in_child(train_trial, (config, run_dir, args.eval_prompts), f"trial {trial.number}")
-        feasible = [
-            args.min_distinct * base["distinct_2"] - metrics["distinct_2"],
-            metrics["perplexity"] - args.max_perplexity * base["perplexity"],
-        ]
-        trial.set_user_attr("constraints", feasible)  # for the table
-        for key, value in zip(("distinct_2", "perplexity"), feasible):
+        rewards = []  # the validation reward at each rung
+        for rung in range(1, args.rungs + 1):  # each rung resumes the last one's checkpoint
+            config = TrainConfig(
+                env=args.env, algo=args.algo, model=args.model, seed=args.seed,
+                budget_tokens=math.ceil(args.budget_tokens * rung / args.rungs),
+                budget_minutes=args.budget_minutes * rung / args.rungs, eval_prompts=1, eval_every_minutes=0,
+                hyperparams=values, precision=args.precision,
+            )  # fmt: skip
+            config.validate()
+            label = f"trial {trial.number}" + (f", rung {rung}/{args.rungs}" if args.rungs > 1 else "")
+            metrics = run_in_child(train_trial, (config, run_dir, args.eval_prompts), label)
+            feasible = [
+                args.min_distinct * base["distinct_2"] - metrics["distinct_2"],
+                metrics["perplexity"] - args.max_perplexity * base["perplexity"],
+            ]
+            trial.set_user_attr("constraints", feasible)  # for the table
+            for key in ("reward", "reward_ci95", "distinct_2", "perplexity", "kl"):
+                trial.set_user_attr(key, metrics.get(key))
+            trial.set_user_attr("rung", rung)
+            rewards.append(float(metrics["reward"]))
+            trial.report(rewards[-1], rung)
+            pruned = rung < args.rungs and trial.should_prune()
+            if args.rungs > 1:
+                console.print(f"{label}: reward {metrics['reward']:+.3f}" + (", pruned" if pruned else ""))
+            if pruned:
+                break
+        for key, value in zip(("distinct_2", "perplexity"), feasible):  # the last rung's (set once)
             trial.set_constraint(key, value)
-        for key in ("reward_ci95", "distinct_2", "perplexity", "kl"):
-            trial.set_user_attr(key, metrics.get(key))
         record = {
             "study": name, "trial": trial.number, "hyperparams": values, "metrics": metrics,
             "untrained": base, "feasible": all(c <= 0 for c in feasible), "run_dir": run_dir,
             "budget": {"minutes": args.budget_minutes, "tokens": args.budget_tokens},
-            "git_commit": STARTED_AT_COMMIT,
+            "rungs": {"of": args.rungs, "reached": rung, "rewards": rewards},
+            "pruned": pruned, "git_commit": STARTED_AT_COMMIT,
         }  # fmt: skip
         append_line(out / f"{name}.jsonl", json.dumps(record))
+        if pruned:
+            raise optuna.TrialPruned(f"reward {metrics['reward']:+.3f} at rung {rung} of {args.rungs}")
         console.print(f"trial {trial.number}: reward {metrics['reward']:+.3f}, feasible {record['feasible']}")
         return float(metrics["reward"])
 
@@ -160,7 +194,11 @@ def main() -> None:
 
 
 def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
+    """The finished trials, best feasible first, then the pruned ones (their last rung's reward)."""
     finished = [t for t in study.trials if t.value is not None]
+    pruned = [
+        t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED and "reward" in t.user_attrs
+    ]
     title = (
         f"{study.study_name}: untrained reward {base['reward']:+.3f}, "
         f"distinct-2 {base['distinct_2']:.3f}, perplexity {base['perplexity']:.1f}"
@@ -169,10 +207,14 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
     for column in ("trial", "reward", "distinct-2", "perplexity", "feasible", "hyperparameters"):
         table.add_column(column)
     ranked = sorted(finished, key=lambda t: (max(t.user_attrs["constraints"]) > 0, -t.value))
-    for t in ranked:
+    for t in ranked + sorted(pruned, key=lambda t: -t.user_attrs["reward"]):
         feasible = max(t.user_attrs["constraints"]) <= 0
         ci = t.user_attrs.get("reward_ci95")
-        reward = f"{t.value:+.3f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.3f}")
+        reward = f"{t.user_attrs.get('reward', t.value):+.3f}" + (
+            "" if ci is None or math.isnan(ci) else f" ± {ci:.3f}"
+        )
+        if t.state == optuna.trial.TrialState.PRUNED:
+            reward += f" (pruned at rung {t.user_attrs['rung']})"
         table.add_row(
             str(t.number), reward, f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
             "yes" if feasible else "no", brief(t.params),

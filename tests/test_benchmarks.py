@@ -184,6 +184,50 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
     assert [json.loads(line)["trial"] for line in lines] == [0, 1]
 
 
+def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import optuna
+    import tune
+
+    monkeypatch.setattr(tune, "run_in_child", lambda target, args, name: target(*args))
+    command = [
+        "tune.py", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "--algo", "textppo", "--trials", "1",
+        "--budget-tokens", "96", "--budget-minutes", "1e4", "--eval-prompts", "2", "--out", str(tmp_path),
+        "--rungs", "2",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", command)
+    tune.main()  # trial 0: the pruner waits for --prune-after (2) full trials, so both rungs run
+    jsonl = tmp_path / "textppo-TextGen-Sentiment-v0-tiny.jsonl"
+    [first] = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert first["pruned"] is False and first["rungs"]["reached"] == 2 and len(first["rungs"]["rewards"]) == 2
+    run = json.loads((Path(first["run_dir"]) / "run.json").read_text())
+    assert run["config"]["budget_tokens"] == 96  # the last rung trained to the whole budget
+    assert "rung 2/2" in capsys.readouterr().out
+
+    # A pruner that stops every trial at its first rung: the trial ends pruned after half its budget.
+    always = optuna.pruners.ThresholdPruner(lower=float("inf"))
+    monkeypatch.setattr(tune, "pruner", lambda prune_after: always)
+    monkeypatch.setenv("COLUMNS", "300")  # the table's cells on one line each
+    tune.main()
+    second = json.loads(jsonl.read_text().splitlines()[1])
+    assert second["pruned"] is True and second["rungs"] == {
+        "of": 2,
+        "reached": 1,
+        "rewards": [second["metrics"]["reward"]],
+    }
+    assert json.loads((Path(second["run_dir"]) / "run.json").read_text())["config"]["budget_tokens"] == 48
+    study = optuna.load_study(
+        study_name="textppo-TextGen-Sentiment-v0-tiny", storage=f"sqlite:///{jsonl.with_suffix('.db')}"
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert len(study.trials[0].intermediate_values) == 2
+    assert "pruned at rung 1" in capsys.readouterr().out
+
+    monkeypatch.setattr(sys, "argv", [*command[:-1], "0"])
+    with pytest.raises(SystemExit, match="expected --rungs >= 1"):
+        tune.main()
+
+
 def run_script(monkeypatch, name: str, argv: list[str]) -> None:
     """``python benchmarks/<name>.py ARGV`` in this process (no interpreter start)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
