@@ -106,14 +106,17 @@ def test_leaderboard_script_checks_its_arguments_before_any_run(tmp_path):
 
 
 # (agent, env) pairs whose hyperparameters changed since some of their records were written.
-CHANGED = {("ppo", env) for env in textgym.ENVS} | {("grpo", "TextGen-Dialogue-v0")}
+CHANGED = {("ppo", env) for env in textgym.ENVS} | {
+    ("grpo", "TextGen-Dialogue-v0"),
+    ("textppo", "TextGen-Sentiment-v0"),
+}
 
 
 def test_published_leaderboard_records_are_still_recognised():
     """The board's records (most written before the hyperparameter registry) still count for the
     configuration that made them, so regenerating the board needs no re-run; stock PPO's
     hyperparameters changed since (64 envs, the KL in the policy), and GRPO's Dialogue learning
-    rate, so only their re-run rows count."""
+    rate, and TextPPO's Sentiment rate and batch, so only their re-run rows count."""
     path = BENCHMARKS / "results" / "leaderboard" / "runs.jsonl"
     if not path.is_file():
         pytest.skip("no published leaderboard records")
@@ -306,4 +309,4 @@ def test_compare_trl_trains_both_and_records_rates_and_gains(tmp_path, monkeypat
     values = json.loads(run.read_text())["config"]["hyperparams"]
     assert values["kl_coef"] == 0 and values["policy_kwargs"]["lora"] is True
     # LoRA's rate on textgym's side (the registry's lora block), the whole model's on TRL's.
-    assert values["learning_rate"] == 2e-4 and record["lr_trl"] == 2e-5
+    assert values["learning_rate"] == 2e-4 and record["lr_trl"] == 3.5e-5

@@ -134,19 +134,22 @@ def test_quick_and_full_settings():
 def test_records_from_before_the_registry_keep_their_keys():
     """Keys that trained runs had before the hyperparameter registry (computed then): their
     records still count, so the published board need not be re-run; stock PPO's changed
-    hyperparameters (64 envs, the KL in the policy) make its old records another experiment."""
+    hyperparameters (64 envs, the KL in the policy) and TextPPO's on Sentiment (tuned rate and
+    batch) make their old records another experiment."""
     before = {
-        (False, "ppo", 0): "TextGen-Sentiment-v0-ppo-s0-b59ce19a75",
-        (False, "textppo", 0): "TextGen-Sentiment-v0-textppo-s0-2298d65a1d",
-        (True, "ppo", 0): "TextGen-Sentiment-v0-ppo-s0-d748a75d1e",
-        (True, "textppo", 0): "TextGen-Sentiment-v0-textppo-s0-45d170d9cf",
-        (False, "sample", 0): "TextGen-Sentiment-v0-sample-s0-87f7d74bbe",
-        (True, "sample", 0): "TextGen-Sentiment-v0-sample-s0-9b79700ccd",
+        ("TextGen-Sentiment-v0", False, "ppo", 0): "TextGen-Sentiment-v0-ppo-s0-b59ce19a75",
+        ("TextGen-Sentiment-v0", False, "textppo", 0): "TextGen-Sentiment-v0-textppo-s0-2298d65a1d",
+        ("TextGen-Sentiment-v0", True, "ppo", 0): "TextGen-Sentiment-v0-ppo-s0-d748a75d1e",
+        ("TextGen-Sentiment-v0", True, "textppo", 0): "TextGen-Sentiment-v0-textppo-s0-45d170d9cf",
+        ("TextGen-Sentiment-v0", False, "sample", 0): "TextGen-Sentiment-v0-sample-s0-87f7d74bbe",
+        ("TextGen-Sentiment-v0", True, "sample", 0): "TextGen-Sentiment-v0-sample-s0-9b79700ccd",
+        ("TextGen-Dialogue-v0", False, "textppo", 0): "TextGen-Dialogue-v0-textppo-s0-c93135e526",
     }
-    for (quick, agent, seed), key in before.items():
+    changed = {("TextGen-Sentiment-v0", "ppo"), ("TextGen-Sentiment-v0", "textppo")}
+    for (env, quick, agent, seed), key in before.items():
         config = LeaderboardConfig(quick=quick).resolved()
-        spec = RunSpec("TextGen-Sentiment-v0", agent, seed)
-        if agent == "ppo":
+        spec = RunSpec(env, agent, seed)
+        if (env, agent) in changed:
             assert key not in spec.keys(config)
             continue
         assert spec.legacy_key(config) == key and key in spec.keys(config)
@@ -400,13 +403,13 @@ def test_cli_train_then_eval(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())["config"]
     assert (run["budget_tokens"], run["budget_minutes"], run["eval_prompts"]) == (10, 60_000.0, 3)
     assert run["hyperparams"]["batch_episodes"] == run["hyperparams"]["minibatch_episodes"] == 4
-    assert run["hyperparams"]["learning_rate"] == 2e-5
+    assert run["hyperparams"]["learning_rate"] == 3.5e-5
     before = snapshot(out)
     assert main(train) == 2 and "already holds this run" in capsys.readouterr().out
     assert main([*train, "--resume", "--hyperparams", "gama=1"]) == 2
     assert "unknown hyperparameter 'gama'" in capsys.readouterr().out
     assert main([*train, "--resume", "--lr", "1e-3"]) == 2
-    assert "learning_rate=2e-05 (asked 0.001)" in capsys.readouterr().out
+    assert "learning_rate=3.5e-05 (asked 0.001)" in capsys.readouterr().out
     assert snapshot(out) == before
     assert main(["eval", "--checkpoint", str(out), "-n", "2"]) == 0
     printed = capsys.readouterr().out

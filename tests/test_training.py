@@ -135,7 +135,9 @@ def test_textppo_run_leaves_a_complete_run_directory(tmp_path):
     # run.json and the start of the output hold every hyperparameter, resolved.
     resolved = hyperparams("textppo", "TextGen-Sentiment-v0", "quick", TINY["textppo"])
     assert run["config"]["hyperparams"] == resolved == result["config"]["hyperparams"]
-    assert resolved["learning_rate"] == 2e-5 and resolved["batch_episodes"] == 4 and "clip_range" in resolved
+    assert (
+        resolved["learning_rate"] == 3.5e-5 and resolved["batch_episodes"] == 4 and "clip_range" in resolved
+    )
     head = printed.getvalue().split("evaluating")[0].replace("\n", " ")
     assert "quick profile; overridden: batch_episodes, minibatch_episodes" in head
     assert all(f"{key}={value!r}" in head for key, value in resolved.items())
@@ -152,7 +154,7 @@ def test_textppo_run_leaves_a_complete_run_directory(tmp_path):
     assert len(before["examples"]) == 4 and "vader" in before["metrics"]
     agent = load_agent(out)
     assert isinstance(agent, TextPPO) and agent.num_timesteps == run["summary"]["train_tokens"]
-    assert (agent.batch_episodes, agent.minibatch_episodes, agent.learning_rate) == (4, 2, 2e-5)
+    assert (agent.batch_episodes, agent.minibatch_episodes, agent.learning_rate) == (4, 2, 3.5e-5)
 
 
 def test_out_dir_holding_a_run_is_never_touched(tmp_path):
@@ -163,7 +165,7 @@ def test_out_dir_holding_a_run_is_never_touched(tmp_path):
         train(tiny_config(), out, console=QUIET)
     with pytest.raises(ValueError, match="holds another run"):
         train(tiny_config(env="TextGen-Dialogue-v0"), out, console=QUIET)
-    with pytest.raises(ValueError, match=r"holds another run \(learning_rate=2e-05 \(asked 0.001\)\)"):
+    with pytest.raises(ValueError, match=r"holds another run \(learning_rate=3.5e-05 \(asked 0.001\)\)"):
         train(tiny_config(hyperparams={"learning_rate": 1e-3}), out, resume=True, console=QUIET)
     with pytest.raises(ValueError, match="unknown hyperparameter 'gama'"):
         train(tiny_config(hyperparams={"gama": 0.9}), out, resume=True, console=QUIET)
@@ -184,7 +186,7 @@ def test_run_json_from_before_the_registry_is_recognised(tmp_path):
     train(tiny_config(), out, console=QUIET)
     run = json.loads((out / RUN_FILE).read_text())
     config = {k: v for k, v in run["config"].items() if k not in ("hyperparams", "profile")}
-    flat = dict(learning_rate=2e-5, kl_coef=0.05, lora=False, batch_episodes=4, minibatch_episodes=2,
+    flat = dict(learning_rate=3.5e-5, kl_coef=0.05, lora=False, batch_episodes=4, minibatch_episodes=2,
                 n_envs=8, n_steps=16, batch_size=8)  # fmt: skip
     (out / RUN_FILE).write_text(json.dumps({**run, "config": {**config, **flat}}))
     before = snapshot(out)
