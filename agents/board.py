@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from textgym import ENVS
 from textgym.atomic import write_bytes, write_text
 
 from .hyperparams import params
@@ -33,14 +34,16 @@ def select(
     records: list[dict[str, Any]], config: LeaderboardConfig
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """This configuration's records, ``{env: {agent: [the latest per seed]}}`` (a record
-    written before the hyperparameter registry counts under its earlier key)."""
+    written before the hyperparameter registry counts under its earlier key). Like agents and
+    seeds, envs are not limited to the ones this call ran: a run of ``--envs X`` keeps the other
+    envs' rows of the same configuration on the board."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
         spec = RunSpec(record["env"], record["agent"], record["seed"])
-        if record["env"] in config.env_ids() and record["key"] in spec.keys(config):
+        if record["env"] in ENVS and record["key"] in spec.keys(config):
             latest[f"{spec.env}-{spec.agent}-s{spec.seed}"] = record
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for record in latest.values():
+    for record in sorted(latest.values(), key=lambda r: list(ENVS).index(r["env"])):  # the catalogue's order
         out.setdefault(record["env"], {}).setdefault(record["agent"], []).append(record)
     return out
 

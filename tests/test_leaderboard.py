@@ -167,6 +167,27 @@ def test_board_keeps_only_this_configuration(tmp_path):
     assert select([mine, other], config) == {spec.env: {"sample": [mine]}}
 
 
+def test_board_of_one_env_keeps_the_other_envs_rows():
+    """Re-running one env (``--envs``) regenerates a board that still has every env's rows of
+    the same configuration, in the catalogue's order, as re-running one agent or seed does."""
+    full, one = (LeaderboardConfig(quick=True, envs=e).resolved() for e in ("", "TextGen-Sentiment-v0"))
+    rows = []
+    for env in ("TextGen-Sentiment-v0", "TextGen-Dialogue-v0"):
+        spec = RunSpec(env, "sample", 0)
+        rows.append({"key": spec.key(full), "env": env, "agent": "sample", "seed": 0})
+    assert list(select(rows, one)) == ["TextGen-Dialogue-v0", "TextGen-Sentiment-v0"]
+    assert select(rows, one) == select(rows, full)
+    other = {
+        **rows[1],
+        "key": RunSpec("TextGen-Dialogue-v0", "sample", 0).key(
+            LeaderboardConfig(quick=True, eval_prompts=99).resolved()
+        ),
+    }
+    assert list(select([rows[0], other], one)) == [
+        "TextGen-Sentiment-v0"
+    ]  # another configuration's: not shown
+
+
 def test_torn_last_line_is_skipped(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "tru')
