@@ -169,7 +169,7 @@ def main() -> None:
             trial.set_user_attr("rung", rung)
             rewards.append(float(metrics["reward"]))
             trial.report(rewards[-1], rung)
-            pruned = rung < args.rungs and trial.should_prune()
+            pruned = rung < args.rungs and bool(trial.should_prune())  # the median pruner's is numpy's bool
             if args.rungs > 1:
                 console.print(f"{label}: reward {metrics['reward']:+.3f}" + (", pruned" if pruned else ""))
             if pruned:

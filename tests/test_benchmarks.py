@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import textgym
@@ -208,8 +209,12 @@ def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, cap
     assert "rung 2/2" in capsys.readouterr().out
 
     # A pruner that stops every trial at its first rung: the trial ends pruned after half its budget.
-    always = optuna.pruners.ThresholdPruner(lower=float("inf"))
-    monkeypatch.setattr(tune, "pruner", lambda prune_after: always)
+    # Its verdict is numpy's bool, as the median pruner's (a comparison with np.nanpercentile) is.
+    class Always(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return np.True_
+
+    monkeypatch.setattr(tune, "pruner", lambda prune_after: Always())
     monkeypatch.setenv("COLUMNS", "300")  # the table's cells on one line each
     tune.main()
     second = json.loads(jsonl.read_text().splitlines()[1])
