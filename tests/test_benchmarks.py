@@ -151,20 +151,26 @@ def test_groups_benchmark_samples_the_same_tokens_both_ways(tmp_path, monkeypatc
     }
 
 
-def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
-    # tune.py's main in this process, and its trials and untrained evaluation too, which it runs
-    # in processes of their own (each an interpreter start, ~8 s here; that path is
-    # tests/test_leaderboard.py's).
+def tune_in_process(monkeypatch, tmp_path, algo: str, budget_tokens: int, *extra: str):
+    """tune.py's module and its command line for a one-trial study of ``algo`` on Sentiment with
+    the tiny model, set as ``sys.argv``. Its main runs in this process, and its trials and
+    untrained evaluation too, which it runs in processes of their own (each an interpreter start,
+    ~8 s here; that path is tests/test_leaderboard.py's)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import tune
 
     monkeypatch.setattr(tune, "run_in_child", lambda target, args, name: target(*args))
-
     command = [
-        "tune.py", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "--algo", "grpo", "--trials", "1",
-        "--budget-tokens", "64", "--budget-minutes", "1e4", "--eval-prompts", "2", "--out", str(tmp_path),
+        "tune.py", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "--algo", algo, "--trials", "1",
+        "--budget-tokens", str(budget_tokens), "--budget-minutes", "1e4", "--eval-prompts", "2",
+        "--out", str(tmp_path), *extra,
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", command)
+    return tune, command
+
+
+def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
+    tune, _ = tune_in_process(monkeypatch, tmp_path, "grpo", 64)
     tune.main()
     out = capsys.readouterr().out
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
@@ -189,17 +195,9 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
 
 
 def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import optuna
-    import tune
 
-    monkeypatch.setattr(tune, "run_in_child", lambda target, args, name: target(*args))
-    command = [
-        "tune.py", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "--algo", "textppo", "--trials", "1",
-        "--budget-tokens", "96", "--budget-minutes", "1e4", "--eval-prompts", "2", "--out", str(tmp_path),
-        "--rungs", "2",
-    ]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", command)
+    tune, command = tune_in_process(monkeypatch, tmp_path, "textppo", 96, "--rungs", "2")
     tune.main()  # trial 0: the pruner waits for --prune-after (2) full trials, so both rungs run
     jsonl = tmp_path / "textppo-TextGen-Sentiment-v0-tiny.jsonl"
     [first] = [json.loads(line) for line in jsonl.read_text().splitlines()]
