@@ -6,8 +6,14 @@ evaluates the trained agent on ``--eval-prompts`` seeded *validation* prompts (t
 stay for the final comparison). The objective is the validation task reward; a trial is
 feasible only if its distinct-2 is at least ``--min-distinct`` times and its perplexity under the
 initial model at most ``--max-perplexity`` times the untrained model's on the same prompts
-(evaluated once per study), which Optuna's TPE sampler takes as constraints. Trial 0 of a new
+(evaluated once per env, model, precision, prompts and seed, and kept in ``<out>`` for every
+study that asks the same), which Optuna's TPE sampler takes as constraints. Trial 0 of a new
 study is the registry's values, so the table shows whether the search beat them.
+
+Rewards vary far more between prompts than between policies on one prompt, so the table also
+compares each trial with the untrained model and with trial 0 *paired* on the same validation
+prompts (the mean per-prompt difference with its 95% interval): a searched point beats the
+registry's values when that interval lies above zero, and only then does the script say so.
 
 With ``--rungs N`` (N > 1) a trial trains in N equal shares of its budget, each resuming the
 last's checkpoint, and is evaluated on the validation prompts after each; Optuna's median pruner
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from common import STARTED_AT_COMMIT, parse_args
 from rich.console import Console
@@ -39,10 +46,11 @@ from rich.table import Table
 
 from textgym.agents import evaluate
 from textgym.agents.checkpoints import ALGOS, load_agent
+from textgym.agents.evaluation import mean_ci, per_example
 from textgym.agents.hyperparams import STOCK, hyperparams
 from textgym.agents.leaderboard import run_in_child
 from textgym.agents.training import TrainConfig, train
-from textgym.atomic import append_line
+from textgym.atomic import append_line, write_json
 from textgym.models import DEFAULT_MODEL
 
 GROUPED = ("grpo", "rloo")
@@ -104,17 +112,40 @@ def registry_point(algo: str, env: str) -> dict[str, Any]:
     return {key: values[key] for key in searched(algo)}
 
 
+def with_rewards(evaluation: Any) -> dict[str, Any]:
+    """An evaluation's metrics and its reward on each prompt, in prompt order (for paired comparisons)."""
+    return {**evaluation.metrics, "rewards": per_example(evaluation.examples, "reward").tolist()}
+
+
 def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, Any]:
     """One trial (in a child process): train, then the trained agent on validation prompts."""
     train(config, out, resume=Path(out, "run.json").exists())
     agent = load_agent(out)
-    return evaluate(agent, config.env, "validation", eval_prompts, seeds=[config.seed]).metrics
+    return with_rewards(evaluate(agent, config.env, "validation", eval_prompts, seeds=[config.seed]))
 
 
 def untrained(args: Args) -> dict[str, Any]:
-    return evaluate(
-        args.model, args.env, "validation", args.eval_prompts, seeds=[args.seed], precision=args.precision
-    ).metrics
+    return with_rewards(
+        evaluate(
+            args.model, args.env, "validation", args.eval_prompts, seeds=[args.seed], precision=args.precision
+        )
+    )
+
+
+def untrained_path(args: Args) -> Path:
+    """Where the untrained model's validation evaluation is kept, shared by the env's studies."""
+    model = "" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}"
+    return Path(
+        args.out, f"untrained-{args.env}{model}-{args.precision}-n{args.eval_prompts}-seed{args.seed}.json"
+    )
+
+
+def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float] | None:
+    """Mean and 95% half-width of ``a``'s reward minus ``b``'s on the same prompts (None when
+    either lacks per-prompt rewards: records from before they were kept)."""
+    if "rewards" not in a or "rewards" not in b or len(a["rewards"]) != len(b["rewards"]):
+        return None
+    return mean_ci(np.subtract(a["rewards"], b["rewards"]))
 
 
 def main() -> None:
@@ -138,8 +169,11 @@ def main() -> None:
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner(args.prune_after), load_if_exists=True)  # fmt: skip
     if "untrained" not in study.user_attrs:
-        console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
-        study.set_user_attr("untrained", run_in_child(untrained, (args,), "untrained evaluation"))
+        kept = untrained_path(args)
+        if not kept.exists():
+            console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
+            write_json(kept, run_in_child(untrained, (args,), "untrained evaluation"))
+        study.set_user_attr("untrained", json.loads(kept.read_text()))
     base = study.user_attrs["untrained"]
     if not study.trials:  # trial 0 is the registry's values: the search says whether it beat them
         study.enqueue_trial(registry_point(args.algo, args.env))
@@ -164,7 +198,7 @@ def main() -> None:
                 metrics["perplexity"] - args.max_perplexity * base["perplexity"],
             ]
             trial.set_user_attr("constraints", feasible)  # for the table
-            for key in ("reward", "reward_ci95", "distinct_2", "perplexity", "kl"):
+            for key in ("reward", "reward_ci95", "distinct_2", "perplexity", "kl", "rewards"):
                 trial.set_user_attr(key, metrics.get(key))
             trial.set_user_attr("rung", rung)
             rewards.append(float(metrics["reward"]))
@@ -181,7 +215,8 @@ def main() -> None:
             "untrained": base, "feasible": all(c <= 0 for c in feasible), "run_dir": run_dir,
             "budget": {"minutes": args.budget_minutes, "tokens": args.budget_tokens},
             "rungs": {"of": args.rungs, "reached": rung, "rewards": rewards},
-            "pruned": pruned, "git_commit": STARTED_AT_COMMIT,
+            "pruned": pruned, "paired": paired_figures(study, trial.number, metrics, base),
+            "git_commit": STARTED_AT_COMMIT,
         }  # fmt: skip
         append_line(out / f"{name}.jsonl", json.dumps(record))
         if pruned:
@@ -191,6 +226,24 @@ def main() -> None:
 
     study.optimize(objective, n_trials=args.trials)
     show(study, base, console)
+
+
+def first_trial(study: optuna.Study) -> dict[str, Any] | None:
+    """Trial 0's metrics (the registry's values) once it has been evaluated, else None."""
+    first = study.trials[0] if study.trials else None
+    return dict(first.user_attrs) if first is not None and "reward" in first.user_attrs else None
+
+
+def paired_figures(
+    study: optuna.Study, number: int, metrics: dict[str, Any], base: dict[str, Any]
+) -> dict[str, Any]:
+    """Trial ``number``'s paired differences from the untrained model and from trial 0, for its record."""
+    first = first_trial(study) if number != 0 else None
+    return {"untrained": paired(metrics, base), "trial0": None if first is None else paired(metrics, first)}
+
+
+def show_pair(pair: tuple[float, float] | None) -> str:
+    return "-" if pair is None else f"{pair[0]:+.3f} ± {pair[1]:.3f}"
 
 
 def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
@@ -204,7 +257,10 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         f"distinct-2 {base['distinct_2']:.3f}, perplexity {base['perplexity']:.1f}"
     )
     table = Table(title=title)
-    for column in ("trial", "reward", "distinct-2", "perplexity", "feasible", "hyperparameters"):
+    first = first_trial(study)
+    columns = ("trial", "reward", "- untrained (paired)", "- trial 0 (paired)", "distinct-2", "perplexity",
+               "feasible", "hyperparameters")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     ranked = sorted(finished, key=lambda t: (max(t.user_attrs["constraints"]) > 0, -t.value))
     for t in ranked + sorted(pruned, key=lambda t: -t.user_attrs["reward"]):
@@ -215,13 +271,24 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         )
         if t.state == optuna.trial.TrialState.PRUNED:
             reward += f" (pruned at rung {t.user_attrs['rung']})"
+        versus_first = None if first is None or t.number == 0 else paired(t.user_attrs, first)
         table.add_row(
-            str(t.number), reward, f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
+            str(t.number), reward, show_pair(paired(t.user_attrs, base)), show_pair(versus_first),
+            f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
             "yes" if feasible else "no", brief(t.params),
         )  # fmt: skip
     console.print(table)
     if ranked and max(ranked[0].user_attrs["constraints"]) <= 0:
-        console.print(f"best feasible: trial {ranked[0].number} {json.dumps(ranked[0].params)}")
+        best = ranked[0]
+        console.print(f"best feasible: trial {best.number} {json.dumps(best.params)}")
+        versus_first = None if first is None or best.number == 0 else paired(best.user_attrs, first)
+        if versus_first is not None:
+            beats = versus_first[0] - versus_first[1] > 0
+            console.print(
+                f"trial {best.number} - trial 0 (the registry's values), paired on the validation prompts: "
+                f"{show_pair(versus_first)}: "
+                + ("it beats them" if beats else "not distinguishable from them: keep the registry's values")
+            )
 
 
 def brief(values: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 import textgym
 from textgym.agents.board import select
+from textgym.agents.evaluation import mean_ci
 from textgym.agents.hyperparams import hyperparams
 from textgym.agents.records import LeaderboardConfig, RunSpec, read_records
 
@@ -191,7 +192,29 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
     tune.main()
     assert "validation prompts ..." not in capsys.readouterr().out
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
-    assert [json.loads(line)["trial"] for line in lines] == [0, 1]
+    first, second = (json.loads(line) for line in lines)
+    assert second["trial"] == 1
+    # Each trial is compared with the untrained model and with trial 0 on the same prompts.
+    base = first["untrained"]["rewards"]
+    assert len(base) == len(first["metrics"]["rewards"]) == 2
+    assert first["paired"]["trial0"] is None  # trial 0 is the registry's values itself
+    assert first["paired"]["untrained"] == pytest.approx(
+        mean_ci(np.subtract(first["metrics"]["rewards"], base))
+    )
+    versus_first = np.subtract(second["metrics"]["rewards"], first["metrics"]["rewards"])
+    assert second["paired"]["trial0"] == pytest.approx(mean_ci(versus_first))
+    # The untrained evaluation is kept for every study of the env: a study of another algorithm
+    # with the same prompts reuses it.
+    kept = tmp_path / "untrained-TextGen-Sentiment-v0-tiny-fp32-n2-seed0.json"
+    assert json.loads(kept.read_text())["rewards"] == base
+    monkeypatch.setattr(sys, "argv", [a if a != "grpo" else "rloo" for a in sys.argv])
+    tune.main()
+    assert "validation prompts ..." not in capsys.readouterr().out
+    [other] = [
+        json.loads(line)
+        for line in (tmp_path / "rloo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
+    ]
+    assert other["untrained"]["rewards"] == base
 
 
 def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, capsys):
