@@ -27,14 +27,18 @@ same command, and finished trials are kept); every trial also appends one JSON l
 
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
     python benchmarks/tune.py --env TextGen-Dialogue-v0 --algo grpo --budget-minutes 20 --rungs 4
+    python benchmarks/tune.py --env TextGen-Summarization-v0 --algo textppo --trials 3 --enqueue kl_coef=0.002
     python benchmarks/tune.py --model tiny --trials 2 --budget-tokens 256   # a smoke run
+
+``--enqueue KEY=VALUE ...`` tries that point next (the registry's values for keys not given), as
+Optuna's ``enqueue_trial``: a hypothesis checked in the same study, before TPE's own points.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,7 @@ from rich.table import Table
 from textgym.agents import evaluate
 from textgym.agents.checkpoints import ALGOS, load_agent
 from textgym.agents.evaluation import mean_ci, per_example
-from textgym.agents.hyperparams import STOCK, hyperparams
+from textgym.agents.hyperparams import STOCK, hyperparams, parse_overrides
 from textgym.agents.leaderboard import run_in_child
 from textgym.agents.training import TrainConfig, train
 from textgym.atomic import append_line, write_json
@@ -72,15 +76,31 @@ class Args:
     rungs: int = 1  # validation evaluations per trial, at equal shares of its budget (above 1: pruning)
     prune_after: int = 2  # trials that run in full before the median pruner may stop one
     out: str = "benchmarks/results/tune"
+    # A point to try next (Optuna's enqueue_trial), e.g. a hypothesis, if the study has not tried it.
+    enqueue: dict = field(default_factory=dict)
 
 
-# Each searched hyperparameter's range, as an Optuna suggestion.
+# Each searched hyperparameter's range, as an Optuna distribution.
 SPACE = {
-    "learning_rate": lambda trial: trial.suggest_float("learning_rate", 5e-6, 1e-4, log=True),
-    "kl_coef": lambda trial: trial.suggest_float("kl_coef", 1e-4, 0.1, log=True),
-    "group_size": lambda trial: trial.suggest_categorical("group_size", [2, 4, 8]),
-    "batch_episodes": lambda trial: trial.suggest_categorical("batch_episodes", [16, 32, 64]),
+    "learning_rate": optuna.distributions.FloatDistribution(5e-6, 1e-4, log=True),
+    "kl_coef": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+    "group_size": optuna.distributions.CategoricalDistribution([2, 4, 8]),
+    "batch_episodes": optuna.distributions.CategoricalDistribution([16, 32, 64]),
 }
+
+
+def suggest(trial: optuna.Trial, key: str) -> Any:
+    distribution = SPACE[key]
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(key, distribution.choices)
+    return trial.suggest_float(key, distribution.low, distribution.high, log=distribution.log)
+
+
+def within(key: str, value: Any) -> bool:
+    distribution = SPACE[key]
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
 
 
 def searched(algo: str) -> list[str]:
@@ -95,7 +115,7 @@ def searched(algo: str) -> list[str]:
 
 def space(trial: optuna.Trial, algo: str) -> dict[str, Any]:
     """The values a trial tries; a minibatch holds whole groups."""
-    values = {key: SPACE[key](trial) for key in searched(algo)}
+    values = {key: suggest(trial, key) for key in searched(algo)}
     if "group_size" in values:
         values["minibatch_episodes"] = max(8, values["group_size"])
     return values
@@ -115,6 +135,23 @@ def registry_point(algo: str, env: str) -> dict[str, Any]:
 def with_rewards(evaluation: Any) -> dict[str, Any]:
     """An evaluation's metrics and its reward on each prompt, in prompt order (for paired comparisons)."""
     return {**evaluation.metrics, "rewards": per_example(evaluation.examples, "reward").tolist()}
+
+
+def enqueued(algo: str, env: str, pairs: list[str]) -> dict[str, Any]:
+    """``--enqueue KEY=VALUE ...`` as a point of the search space: the values given, the
+    registry's for the other searched keys. A key not searched or a value out of range fails."""
+    try:
+        given = parse_overrides(algo, pairs)
+    except ValueError as error:
+        raise SystemExit(f"--enqueue: {error}") from None
+    for key, value in given.items():
+        if key not in searched(algo):
+            raise SystemExit(
+                f"--enqueue {key}={value}: a study of {algo} searches {searched(algo)}, not {key!r}"
+            )
+        if not within(key, value):
+            raise SystemExit(f"--enqueue {key}={value}: out of the searched range {SPACE[key]}")
+    return {**registry_point(algo, env), **given}
 
 
 def train_trial(config: TrainConfig, out: str, eval_prompts: int) -> dict[str, Any]:
@@ -153,6 +190,8 @@ def main() -> None:
     if args.algo not in ALGOS:
         raise SystemExit(f"unknown algo {args.algo!r}: expected one of {list(ALGOS)}")
     hyperparams(args.algo, args.env)  # an unknown env or a bad registry fails here
+    if args.enqueue:
+        enqueued(args.algo, args.env, args.enqueue)  # a bad point fails before any training
     if args.rungs < 1 or args.prune_after < 0:
         raise SystemExit(
             f"--rungs {args.rungs} --prune-after {args.prune_after}: expected --rungs >= 1 (1: no pruning) "
@@ -177,6 +216,10 @@ def main() -> None:
     base = study.user_attrs["untrained"]
     if not study.trials:  # trial 0 is the registry's values: the search says whether it beat them
         study.enqueue_trial(registry_point(args.algo, args.env))
+    if args.enqueue:
+        point = enqueued(args.algo, args.env, args.enqueue)
+        if all(t.params != point for t in study.trials):  # a resumed study does not try it twice
+            study.enqueue_trial(point)
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial, args.algo)

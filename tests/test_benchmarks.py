@@ -188,12 +188,24 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
         run = json.loads((Path(trial["run_dir"]) / "run.json").read_text())
         assert run["config"]["hyperparams"]["learning_rate"] == trial["hyperparams"]["learning_rate"]
     assert "feasible" in out and "validation prompts ..." in out
-    # The study resumes: one more trial is number 1, and the untrained evaluation is not redone.
+    # A point that is not in the search space fails before anything runs.
+    for bad, accepted in (
+        ("minibatch_episodes=4", "searches"),
+        ("group_size=3", "out of the searched range"),
+    ):
+        monkeypatch.setattr(sys, "argv", [*sys.argv, "--enqueue", bad])
+        with pytest.raises(SystemExit, match=accepted):
+            tune.main()
+        monkeypatch.setattr(sys, "argv", sys.argv[:-2])
+    # The study resumes: one more trial is number 1, the enqueued point (the registry's values for
+    # the keys not given), and the untrained evaluation is not redone.
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--enqueue", "learning_rate=5e-5", "group_size=2"])
     tune.main()
     assert "validation prompts ..." not in capsys.readouterr().out
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     first, second = (json.loads(line) for line in lines)
     assert second["trial"] == 1
+    assert second["hyperparams"] == {**first["hyperparams"], "learning_rate": 5e-5, "group_size": 2}
     # Each trial is compared with the untrained model and with trial 0 on the same prompts.
     base = first["untrained"]["rewards"]
     assert len(base) == len(first["metrics"]["rewards"]) == 2
