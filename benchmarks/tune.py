@@ -22,7 +22,8 @@ earlier trials' at that rung, once ``--prune-after`` trials have run in full. Fu
 then cost a study only for the hyperparameters that keep up.
 
 The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
-same command, and finished trials are kept); every trial also appends one JSON line to
+same command, finished trials are kept, and a trial left running by a killed process is marked
+failed once its heartbeat is 3 minutes old); every trial also appends one JSON line to
 ``<out>/<algo>-<env>.jsonl``, and the script prints the trials as a table, best first.
 
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +203,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.algo}-{args.env}" + ("" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}")
-    storage = f"sqlite:///{out / name}.db"
+    # A trial whose process was killed stops beating; the next run of the study marks it failed
+    # (Optuna's heartbeat) instead of leaving it running forever. A live second process keeps beating.
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 (tested with 5.1)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{out / name}.db", heartbeat_interval=60, grace_period=180
+        )
 
     # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
