@@ -6,6 +6,7 @@ import importlib
 import json
 import queue
 import runpy
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,9 @@ def tune_in_process(monkeypatch, tmp_path, algo: str, budget_tokens: int, *extra
 
 
 def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
+    import optuna
+    from optuna.trial import TrialState
+
     tune, _ = tune_in_process(monkeypatch, tmp_path, "grpo", 64)
     tune.main()
     out = capsys.readouterr().out
@@ -197,14 +201,27 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
         with pytest.raises(SystemExit, match=accepted):
             tune.main()
         monkeypatch.setattr(sys, "argv", sys.argv[:-2])
-    # The study resumes: one more trial is number 1, the enqueued point (the registry's values for
-    # the keys not given), and the untrained evaluation is not redone.
+    # A study process killed during trial 1: the trial stays "running" with a heartbeat that has
+    # stopped (here: backdated past the grace period in the database).
+    database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
+    killed = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}").ask()
+    with sqlite3.connect(database) as connection:
+        [(trial_id,)] = connection.execute("SELECT trial_id FROM trials WHERE number = ?", (killed.number,))
+        connection.execute(
+            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, '2000-01-01 00:00:00.000000')",
+            (trial_id,),
+        )
+    # The study resumes: the killed trial is marked failed, the next trial (number 2) is the
+    # enqueued point (the registry's values for the keys not given), and the untrained evaluation
+    # is not redone.
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--enqueue", "learning_rate=5e-5", "group_size=2"])
     tune.main()
     assert "validation prompts ..." not in capsys.readouterr().out
+    study = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     first, second = (json.loads(line) for line in lines)
-    assert second["trial"] == 1
+    assert second["trial"] == 2
     assert second["hyperparams"] == {**first["hyperparams"], "learning_rate": 5e-5, "group_size": 2}
     # Each trial is compared with the untrained model and with trial 0 on the same prompts.
     base = first["untrained"]["rewards"]
