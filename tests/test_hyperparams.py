@@ -49,7 +49,8 @@ PUBLISHED = {
 PER_ENV = {
     ("ppo", "TextGen-Summarization-v0"): dict(n_steps=64, batch_size=512),
     ("a2c", "TextGen-Summarization-v0"): dict(n_envs=8, n_steps=64),
-    # The group agents: Sentiment keeps TextPPO's rate and KL; Summarization's batch is 8 prompts.
+    # The group agents: RLOO's Sentiment keeps TextPPO's hand-set rate and KL; Summarization's batch
+    # is 8 prompts.
     ("rloo", "TextGen-Sentiment-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
     # GRPO's Sentiment rate and batch, TextPPO's, from a study and a 20-minute run (grpo.yml says which).
     ("grpo", "TextGen-Sentiment-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
