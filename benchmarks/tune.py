@@ -8,7 +8,8 @@ feasible only if its distinct-2 is at least ``--min-distinct`` times and its per
 initial model at most ``--max-perplexity`` times the untrained model's on the same prompts
 (evaluated once per env, model, precision, prompts and seed, and kept in ``<out>`` for every
 study that asks the same), which Optuna's TPE sampler takes as constraints. Trial 0 of a new
-study is the registry's values, so the table shows whether the search beat them.
+study is the registry's values (or the first trial that did not fail, if it was killed), so the
+table shows whether the search beat them.
 
 Rewards vary far more between prompts than between policies on one prompt, so the table also
 compares each trial with the untrained model and with trial 0 *paired* on the same validation
@@ -23,7 +24,8 @@ then cost a study only for the hyperparameters that keep up.
 
 The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
 same command, finished trials are kept, and a trial left running by a killed process is marked
-failed once its heartbeat is 3 minutes old); every trial also appends one JSON line to
+failed once its heartbeat is 3 minutes old, and what it tried, the registry's values or an
+``--enqueue`` point, is tried again); every trial also appends one JSON line to
 ``<out>/<algo>-<env>.jsonl``, and the script prints the trials as a table, best first.
 
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
@@ -222,11 +224,15 @@ def main() -> None:
             write_json(kept, run_in_child(untrained, (args,), "untrained evaluation"))
         study.set_user_attr("untrained", json.loads(kept.read_text()))
     base = study.user_attrs["untrained"]
-    if not study.trials:  # trial 0 is the registry's values: the search says whether it beat them
+    # A trial whose process was killed is marked failed now, so that what it tried is tried again.
+    with warnings.catch_warnings():  # experimental too in Optuna 5 (tested with 5.1)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if not live(study):  # the first trial is the registry's values: the search says whether it beat them
         study.enqueue_trial(registry_point(args.algo, args.env))
     if args.enqueue:
         point = enqueued(args.algo, args.env, args.enqueue)
-        if all(t.params != point for t in study.trials):  # a resumed study does not try it twice
+        if all(t.params != point for t in live(study)):  # a resumed study does not try it twice
             study.enqueue_trial(point)
 
     def objective(trial: optuna.Trial) -> float:
@@ -279,18 +285,29 @@ def main() -> None:
     show(study, base, console)
 
 
-def first_trial(study: optuna.Study) -> dict[str, Any] | None:
-    """Trial 0's metrics (the registry's values) once it has been evaluated, else None."""
-    first = study.trials[0] if study.trials else None
-    return dict(first.user_attrs) if first is not None and "reward" in first.user_attrs else None
+def live(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials that did not fail: finished, pruned, running or waiting to run."""
+    return [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+
+
+def first_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The first trial (the registry's values) once it has been evaluated, else None. A failed
+    trial does not count: when the first one was killed, the study tried its values again."""
+    trials = live(study)
+    return trials[0] if trials and "reward" in trials[0].user_attrs else None
+
+
+def versus_first(study: optuna.Study, number: int, metrics: dict[str, Any]) -> tuple[float, float] | None:
+    """Trial ``number``'s paired difference from the first trial (None for the first trial itself)."""
+    first = first_trial(study)
+    return None if first is None or first.number == number else paired(metrics, first.user_attrs)
 
 
 def paired_figures(
     study: optuna.Study, number: int, metrics: dict[str, Any], base: dict[str, Any]
 ) -> dict[str, Any]:
     """Trial ``number``'s paired differences from the untrained model and from trial 0, for its record."""
-    first = first_trial(study) if number != 0 else None
-    return {"untrained": paired(metrics, base), "trial0": None if first is None else paired(metrics, first)}
+    return {"untrained": paired(metrics, base), "trial0": versus_first(study, number, metrics)}
 
 
 def show_pair(pair: tuple[float, float] | None) -> str:
@@ -308,7 +325,6 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         f"distinct-2 {base['distinct_2']:.3f}, perplexity {base['perplexity']:.1f}"
     )
     table = Table(title=title)
-    first = first_trial(study)
     columns = ("trial", "reward", "- untrained (paired)", "- trial 0 (paired)", "distinct-2", "perplexity",
                "feasible", "hyperparameters")  # fmt: skip
     for column in columns:
@@ -322,9 +338,9 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         )
         if t.state == optuna.trial.TrialState.PRUNED:
             reward += f" (pruned at rung {t.user_attrs['rung']})"
-        versus_first = None if first is None or t.number == 0 else paired(t.user_attrs, first)
         table.add_row(
-            str(t.number), reward, show_pair(paired(t.user_attrs, base)), show_pair(versus_first),
+            str(t.number), reward, show_pair(paired(t.user_attrs, base)),
+            show_pair(versus_first(study, t.number, t.user_attrs)),
             f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
             "yes" if feasible else "no", brief(t.params),
         )  # fmt: skip
@@ -332,12 +348,12 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
     if ranked and max(ranked[0].user_attrs["constraints"]) <= 0:
         best = ranked[0]
         console.print(f"best feasible: trial {best.number} {json.dumps(best.params)}")
-        versus_first = None if first is None or best.number == 0 else paired(best.user_attrs, first)
-        if versus_first is not None:
-            beats = versus_first[0] - versus_first[1] > 0
+        pair = versus_first(study, best.number, best.user_attrs)
+        if pair is not None:
+            beats = pair[0] - pair[1] > 0
             console.print(
                 f"trial {best.number} - trial 0 (the registry's values), paired on the validation prompts: "
-                f"{show_pair(versus_first)}: "
+                f"{show_pair(pair)}: "
                 + ("it beats them" if beats else "not distinguishable from them: keep the registry's values")
             )
 

@@ -171,6 +171,26 @@ def tune_in_process(monkeypatch, tmp_path, algo: str, budget_tokens: int, *extra
     return tune, command
 
 
+def killed_trial(study, database: Path, point: dict | None = None) -> int:
+    """A trial of ``study`` as a killed study process leaves it: running, having suggested
+    ``point`` of GRPO's search space (if given), with a heartbeat backdated past the grace period.
+    Returns its number."""
+    import tune
+
+    if point is not None:
+        study.enqueue_trial(point)
+    trial = study.ask()
+    if point is not None:
+        tune.space(trial, "grpo")  # the enqueued values, as the objective suggests them
+    with sqlite3.connect(database) as connection:
+        [(trial_id,)] = connection.execute("SELECT trial_id FROM trials WHERE number = ?", (trial.number,))
+        connection.execute(
+            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, '2000-01-01 00:00:00.000000')",
+            (trial_id,),
+        )
+    return trial.number
+
+
 def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
     import optuna
     from optuna.trial import TrialState
@@ -204,13 +224,7 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
     # A study process killed during trial 1: the trial stays "running" with a heartbeat that has
     # stopped (here: backdated past the grace period in the database).
     database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
-    killed = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}").ask()
-    with sqlite3.connect(database) as connection:
-        [(trial_id,)] = connection.execute("SELECT trial_id FROM trials WHERE number = ?", (killed.number,))
-        connection.execute(
-            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, '2000-01-01 00:00:00.000000')",
-            (trial_id,),
-        )
+    killed_trial(optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}"), database)
     # The study resumes: the killed trial is marked failed, the next trial (number 2) is the
     # enqueued point (the registry's values for the keys not given), and the untrained evaluation
     # is not redone.
@@ -244,6 +258,34 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
         for line in (tmp_path / "rloo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     ]
     assert other["untrained"]["rewards"] == base
+
+
+def test_tune_tries_again_what_a_killed_trial_tried(tmp_path, monkeypatch):
+    """A study killed during its first trial (the registry's values) and during an enqueued
+    hypothesis: run again with the same command, it tries both again, and the retried registry
+    trial is the one every other trial is compared with."""
+    import optuna
+    from optuna.trial import TrialState
+
+    tune, command = tune_in_process(monkeypatch, tmp_path, "grpo", 64, "--trials", "2")
+    database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
+    study = optuna.create_study(
+        study_name=database.stem, storage=f"sqlite:///{database}", direction="maximize"
+    )
+    registry = tune.registry_point("grpo", "TextGen-Sentiment-v0")
+    hypothesis = {**registry, "learning_rate": 5e-5, "group_size": 2}
+    assert [killed_trial(study, database, registry), killed_trial(study, database, hypothesis)] == [0, 1]
+    monkeypatch.setattr(sys, "argv", [*command, "--enqueue", "learning_rate=5e-5", "group_size=2"])
+    tune.main()
+    study = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [study.trials[2].params, study.trials[3].params] == [registry, hypothesis]
+    records = [json.loads(line) for line in database.with_suffix(".jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in records] == [2, 3]
+    assert records[0]["paired"]["trial0"] is None  # trial 2 stands for the killed trial 0
+    versus_registry = np.subtract(records[1]["metrics"]["rewards"], records[0]["metrics"]["rewards"])
+    assert records[1]["paired"]["trial0"] == pytest.approx(mean_ci(versus_registry))
 
 
 def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, capsys):
