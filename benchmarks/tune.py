@@ -297,9 +297,10 @@ def first_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return trials[0] if trials and "reward" in trials[0].user_attrs else None
 
 
-def versus_first(study: optuna.Study, number: int, metrics: dict[str, Any]) -> tuple[float, float] | None:
-    """Trial ``number``'s paired difference from the first trial (None for the first trial itself)."""
-    first = first_trial(study)
+def versus_first(
+    first: optuna.trial.FrozenTrial | None, number: int, metrics: dict[str, Any]
+) -> tuple[float, float] | None:
+    """Trial ``number``'s paired difference from ``first`` (None for the first trial itself)."""
     return None if first is None or first.number == number else paired(metrics, first.user_attrs)
 
 
@@ -307,7 +308,7 @@ def paired_figures(
     study: optuna.Study, number: int, metrics: dict[str, Any], base: dict[str, Any]
 ) -> dict[str, Any]:
     """Trial ``number``'s paired differences from the untrained model and from trial 0, for its record."""
-    return {"untrained": paired(metrics, base), "trial0": versus_first(study, number, metrics)}
+    return {"untrained": paired(metrics, base), "trial0": versus_first(first_trial(study), number, metrics)}
 
 
 def show_pair(pair: tuple[float, float] | None) -> str:
@@ -325,6 +326,7 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
         f"distinct-2 {base['distinct_2']:.3f}, perplexity {base['perplexity']:.1f}"
     )
     table = Table(title=title)
+    first = first_trial(study)
     columns = ("trial", "reward", "- untrained (paired)", "- trial 0 (paired)", "distinct-2", "perplexity",
                "feasible", "hyperparameters")  # fmt: skip
     for column in columns:
@@ -340,7 +342,7 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
             reward += f" (pruned at rung {t.user_attrs['rung']})"
         table.add_row(
             str(t.number), reward, show_pair(paired(t.user_attrs, base)),
-            show_pair(versus_first(study, t.number, t.user_attrs)),
+            show_pair(versus_first(first, t.number, t.user_attrs)),
             f"{t.user_attrs['distinct_2']:.3f}", f"{t.user_attrs['perplexity']:.1f}",
             "yes" if feasible else "no", brief(t.params),
         )  # fmt: skip
@@ -348,7 +350,7 @@ def show(study: optuna.Study, base: dict[str, Any], console: Console) -> None:
     if ranked and max(ranked[0].user_attrs["constraints"]) <= 0:
         best = ranked[0]
         console.print(f"best feasible: trial {best.number} {json.dumps(best.params)}")
-        pair = versus_first(study, best.number, best.user_attrs)
+        pair = versus_first(first, best.number, best.user_attrs)
         if pair is not None:
             beats = pair[0] - pair[1] > 0
             console.print(
