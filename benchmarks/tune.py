@@ -33,6 +33,10 @@ failed once its heartbeat is 3 minutes old, and what it tried, the registry's va
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo textppo --trials 3 --enqueue kl_coef=0.002
     python benchmarks/tune.py --model tiny --trials 2 --budget-tokens 256   # a smoke run
 
+A study keeps its settings (budget, rungs, validation prompts, precision, seed): resuming it
+with others is refused, since its trials are compared with each other; give ``--out`` another
+folder for a study of the same algorithm and env with other settings.
+
 ``--enqueue KEY=VALUE ...`` tries that point next (the registry's values for keys not given), as
 Optuna's ``enqueue_trial``: a hypothesis checked in the same study, before TPE's own points.
 """
@@ -217,6 +221,7 @@ def main() -> None:
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner(args.prune_after), load_if_exists=True)  # fmt: skip
+    same_settings(study, args, out / f"{name}.db")
     if "untrained" not in study.user_attrs:
         kept = untrained_path(args)
         if not kept.exists():
@@ -283,6 +288,34 @@ def main() -> None:
 
     study.optimize(objective, n_trials=args.trials)
     show(study, base, console)
+
+
+def settings(args: Args) -> dict[str, Any]:
+    """What makes two trials comparable: the same training budget, validation prompts,
+    precision, seed and rungs (the constraints' thresholds are read when the table is shown)."""
+    return {
+        "budget_minutes": args.budget_minutes, "budget_tokens": args.budget_tokens, "rungs": args.rungs,
+        "eval_prompts": args.eval_prompts, "precision": args.precision, "seed": args.seed,
+    }  # fmt: skip
+
+
+def same_settings(study: optuna.Study, args: Args, database: Path) -> None:
+    """A new study keeps its settings; a resumed one must be run with them, or its trials (and
+    the paired comparisons with trial 0) would mix budgets or prompts. A study kept before the
+    settings were (no ``settings`` attribute) takes this run's."""
+    wanted = settings(args)
+    kept = study.user_attrs.get("settings")
+    if kept is None:
+        study.set_user_attr("settings", wanted)
+        return
+    differ = [f"{key} {kept[key]!r} (asked {wanted[key]!r})" for key in kept if kept[key] != wanted[key]]
+    if differ:
+        flags = " ".join(f"--{key.replace('_', '-')} {kept[key]}" for key in wanted if key in kept)
+        raise SystemExit(
+            f"study {study.study_name} in {database} ran with other settings: {', '.join(differ)}. "
+            f"Trials of one study are compared with each other, so they run alike: resume it with "
+            f"{flags}, or give --out another folder for a new study"
+        )
 
 
 def live(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -221,6 +221,17 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
         with pytest.raises(SystemExit, match=accepted):
             tune.main()
         monkeypatch.setattr(sys, "argv", sys.argv[:-2])
+    # Resumed with another budget or other prompts, its trials would not be comparable: refused,
+    # naming the study's settings, and the study is left as it was.
+    for flag, value, kept in (
+        ("--budget-tokens", "128", "budget_tokens 64"),
+        ("--eval-prompts", "3", "eval_prompts 2"),
+    ):
+        monkeypatch.setattr(sys, "argv", [*sys.argv, flag, value])
+        with pytest.raises(SystemExit, match=f"ran with other settings: {kept} .*--out another folder"):
+            tune.main()
+        monkeypatch.setattr(sys, "argv", sys.argv[:-2])
+    assert len((tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()) == 1
     # A study process killed during trial 1: the trial stays "running" with a heartbeat that has
     # stopped (here: backdated past the grace period in the database).
     database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
