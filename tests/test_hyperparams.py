@@ -55,6 +55,8 @@ PER_ENV = {
     # GRPO's Sentiment rate and batch, TextPPO's, from a study and a 20-minute run (grpo.yml says which).
     ("grpo", "TextGen-Sentiment-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
     **{(algo, "TextGen-Summarization-v0"): dict(batch_episodes=32) for algo in ("grpo", "rloo")},
+    # REINFORCE on Summarization: GRPO's KL coefficient and batch (a study and a 20-minute run).
+    ("reinforce", "TextGen-Summarization-v0"): dict(batch_episodes=32, kl_coef=0.002),
     # TextPPO's Sentiment rate and batch, from a study and two 20-minute runs (textppo.yml says which).
     ("textppo", "TextGen-Sentiment-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
     # GRPO's Dialogue rate, raised after a 20-minute run (grpo.yml says which).
