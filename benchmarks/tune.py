@@ -33,9 +33,9 @@ failed once its heartbeat is 3 minutes old, and what it tried, the registry's va
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo textppo --trials 3 --enqueue kl_coef=0.002
     python benchmarks/tune.py --model tiny --trials 2 --budget-tokens 256   # a smoke run
 
-A study keeps its settings (budget, rungs, validation prompts, precision, seed): resuming it
-with others is refused, since its trials are compared with each other; give ``--out`` another
-folder for a study of the same algorithm and env with other settings.
+A study keeps its settings (budget, rungs, validation prompts, precision, seed, feasibility
+bounds): resuming it with others is refused, since its trials are compared with each other; give
+``--out`` another folder for a study of the same algorithm and env with other settings.
 
 ``--enqueue KEY=VALUE ...`` tries that point next (the registry's values for keys not given), as
 Optuna's ``enqueue_trial``: a hypothesis checked in the same study, before TPE's own points.
@@ -291,11 +291,12 @@ def main() -> None:
 
 
 def settings(args: Args) -> dict[str, Any]:
-    """What makes two trials comparable: the same training budget, validation prompts,
-    precision, seed and rungs (the constraints' thresholds are read when the table is shown)."""
+    """What makes two trials comparable: the same training budget, rungs, validation prompts,
+    precision and seed, and the same feasibility bounds (each trial keeps its constraints)."""
     return {
         "budget_minutes": args.budget_minutes, "budget_tokens": args.budget_tokens, "rungs": args.rungs,
         "eval_prompts": args.eval_prompts, "precision": args.precision, "seed": args.seed,
+        "min_distinct": args.min_distinct, "max_perplexity": args.max_perplexity,
     }  # fmt: skip
 
 
