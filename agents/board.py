@@ -21,6 +21,7 @@ LABELS = {
     "sample": "untrained, sampling",
     "greedy": "untrained, greedy",
     "ppo": "SB3 PPO + LMActorCriticPolicy",
+    "a2c": "SB3 A2C + LMActorCriticPolicy",
     "textppo": "TextPPO",
     "grpo": "GRPO",
     "rloo": "RLOO",

@@ -30,7 +30,7 @@ from .hyperparams import hyperparams
 from .ray_runs import ray_module
 from .training import FLAT_HYPERPARAMS, TrainConfig
 
-AGENTS = ("sample", "greedy", "ppo", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
+AGENTS = ("sample", "greedy", "ppo", "a2c", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
 TRAINED = {agent: agent for agent in AGENTS[2:]}  # agent -> algorithm (the registry's name)
 
 

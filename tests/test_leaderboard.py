@@ -30,9 +30,9 @@ def snapshot(folder) -> dict[str, bytes]:
 
 
 # RLOO and REINFORCE are GRPO's and TextPPO's machinery with other settings (tests/test_group_agents.py);
-# SoftQ and DQN train through the same train() as the others (tests/test_training.py): the quick
+# SoftQ, DQN and A2C train through the same train() as the others (tests/test_training.py): the quick
 # board runs the others, to keep the suite short.
-BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("rloo", "reinforce", "softq", "dqn")]
+BOARD_AGENTS = [agent for agent in AGENTS if agent not in ("a2c", "rloo", "reinforce", "softq", "dqn")]
 SENTIMENT = "TextGen-Sentiment-v0"
 
 
