@@ -2,9 +2,9 @@
 the same way, one JSON line per run, and a markdown board with plots regenerated from them.
 
 Agents: ``sample`` (the untrained model, sampling), ``greedy`` (the untrained model, greedy),
-``ppo`` and ``a2c`` (stock SB3 PPO and A2C with ``LMActorCriticPolicy`` and the KL reward
-wrapper), ``textppo``, ``grpo``, ``rloo``, ``reinforce``, ``softq`` and ``dqn`` (stock SB3 DQN with
-``LMQPolicy``): ``textgym.agents.records.AGENTS``.
+``ppo`` and ``a2c`` (stock SB3 PPO and A2C with ``LMActorCriticPolicy``, whose entropy term is
+the KL to the initial model), ``textppo``, ``grpo``, ``rloo``, ``reinforce``, ``softq`` and
+``dqn`` (stock SB3 DQN with ``LMQPolicy``): ``textgym.agents.records.AGENTS``.
 Each run happens in its own process (so its peak memory is its own, and a crash loses one run),
 which dies with the leaderboard's (so a rerun never resumes a run that an orphan still writes);
 runs already in the results file are skipped, and a trained run resumes from its checkpoint.
