@@ -209,19 +209,18 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.algo}-{args.env}" + ("" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}")
+    database = out / f"{name}.db"
     # A trial whose process was killed stops beating; the next run of the study marks it failed
     # (Optuna's heartbeat) instead of leaving it running forever. A live second process keeps beating.
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 (tested with 5.1)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{out / name}.db", heartbeat_interval=60, grace_period=180
-        )
+        storage = optuna.storages.RDBStorage(f"sqlite:///{database}", heartbeat_interval=60, grace_period=180)
 
     # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner(args.prune_after), load_if_exists=True)  # fmt: skip
-    same_settings(study, args, out / f"{name}.db")
+    same_settings(study, args, database)
     if "untrained" not in study.user_attrs:
         kept = untrained_path(args)
         if not kept.exists():
@@ -309,9 +308,10 @@ def same_settings(study: optuna.Study, args: Args, database: Path) -> None:
     if kept is None:
         study.set_user_attr("settings", wanted)
         return
-    differ = [f"{key} {kept[key]!r} (asked {wanted[key]!r})" for key in kept if kept[key] != wanted[key]]
+    both = [key for key in wanted if key in kept]  # a study kept before a setting existed lacks it
+    differ = [f"{key} {kept[key]!r} (asked {wanted[key]!r})" for key in both if kept[key] != wanted[key]]
     if differ:
-        flags = " ".join(f"--{key.replace('_', '-')} {kept[key]}" for key in wanted if key in kept)
+        flags = " ".join(f"--{key.replace('_', '-')} {kept[key]}" for key in both)
         raise SystemExit(
             f"study {study.study_name} in {database} ran with other settings: {', '.join(differ)}. "
             f"Trials of one study are compared with each other, so they run alike: resume it with "
