@@ -14,6 +14,20 @@ import textgym  # noqa: E402,F401  (registers the envs)
 from textgym.models import precision  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def sb3_logs_in_pytest_tmp(tmp_path_factory):
+    """An SB3 algorithm that learns without a logger of its own makes a folder in the system's
+    temporary directory (``SB3_LOGDIR`` when set); the suite's go under pytest's temporary
+    directory, which pytest prunes, instead of a thousand empty folders in /tmp per run."""
+    previous = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+    yield
+    if previous is None:
+        del os.environ["SB3_LOGDIR"]
+    else:
+        os.environ["SB3_LOGDIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def fp32_is_auto(monkeypatch):
     """``--precision auto`` means fp32 in the suite, whatever this machine's bf16 speed: the
