@@ -18,7 +18,7 @@ from textgym.models import precision  # noqa: E402
 def sb3_logs_in_pytest_tmp(tmp_path_factory):
     """An SB3 algorithm that learns without a logger of its own makes a folder in the system's
     temporary directory (``SB3_LOGDIR`` when set); the suite's go under pytest's temporary
-    directory, which pytest prunes, instead of a thousand empty folders in /tmp per run."""
+    directory, which pytest prunes, instead of about 900 empty folders in /tmp per run."""
     previous = os.environ.get("SB3_LOGDIR")
     os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
     yield
