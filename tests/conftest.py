@@ -19,13 +19,9 @@ def sb3_logs_in_pytest_tmp(tmp_path_factory):
     """An SB3 algorithm that learns without a logger of its own makes a folder in the system's
     temporary directory (``SB3_LOGDIR`` when set); the suite's go under pytest's temporary
     directory, which pytest prunes, instead of about 900 empty folders in /tmp per run."""
-    previous = os.environ.get("SB3_LOGDIR")
-    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
-    yield
-    if previous is None:
-        del os.environ["SB3_LOGDIR"]
-    else:
-        os.environ["SB3_LOGDIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:  # the session-wide monkeypatch: undone at the end
+        patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-logs")))
+        yield
 
 
 @pytest.fixture(autouse=True)
