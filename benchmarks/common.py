@@ -14,9 +14,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textgym.agents.hyperparams import constructor_kwargs, hyperparams
-from textgym.agents.ppo import TextPPO
-from textgym.agents.provenance import git_commit, machine, versions
+from textgym.agents.runs.hyperparams import constructor_kwargs, hyperparams
+from textgym.agents.runs.provenance import git_commit, machine, versions
+from textgym.agents.textppo.textppo import TextPPO
 from textgym.cli import add_dataclass_options, dataclass_values
 
 

@@ -34,10 +34,11 @@ from common import STARTED_AT_COMMIT, parse_args, write_record
 from rich.console import Console
 from rich.table import Table
 
-from textgym.agents.evaluation import evaluate
-from textgym.agents.hyperparams import hyperparams, parse_overrides
-from textgym.agents.network import LMActorCritic
-from textgym.agents.training import TrainConfig, train
+from textgym.agents.common.network import LMActorCritic
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.evaluation import evaluate
+from textgym.agents.runs.hyperparams import hyperparams, parse_overrides
+from textgym.agents.runs.training import train
 from textgym.models import DEFAULT_MODEL, load_model, load_tokenizer, logits_width
 
 TRL_PRECISIONS = ("default", "same", "fp32", "bf16")

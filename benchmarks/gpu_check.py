@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.table import Table
 from throughput import bare_forward_backward, bare_generate, rollout
 
-from textgym.agents.training import TrainConfig, train
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.training import train
 from textgym.models import DEFAULT_MODEL
 from textgym.models.precision import describe_precision, resolve_device, resolve_precision
 

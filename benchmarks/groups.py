@@ -23,7 +23,7 @@ from rich.table import Table
 
 import textgym
 from textgym.agents import TextPPO
-from textgym.agents.rollout import TokenBatch, play
+from textgym.agents.common.rollout import TokenBatch, play
 from textgym.models import DEFAULT_MODEL
 
 

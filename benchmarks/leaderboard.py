@@ -17,7 +17,7 @@ import sys
 
 from common import parse_given
 
-from textgym.agents.leaderboard import LeaderboardConfig, run_leaderboard
+from textgym.agents.leaderboard.runner import LeaderboardConfig, run_leaderboard
 
 PATHS = {"results": "benchmarks/results/leaderboard", "board": "benchmarks/LEADERBOARD.md"}
 QUICK_PATHS = {"results": "benchmarks/results/leaderboard-quick"}  # its board: LEADERBOARD.md in there

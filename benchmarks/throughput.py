@@ -54,11 +54,13 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
 from textgym.agents import LMActorCriticPolicy, TextPPO
-from textgym.agents.hyperparams import PROFILES
-from textgym.agents.rollout import TokenBatch
-from textgym.agents.training import TrainConfig, build_agent
+from textgym.agents.common.rollout import TokenBatch
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.hyperparams import PROFILES
+from textgym.agents.runs.training import build_agent
 from textgym.models import DEFAULT_MODEL, load_model
 from textgym.models.incremental import left_pad, position_ids
+from textgym.models.precision import resolve_device
 from textgym.wrappers import KLRewardWrapper, VecKLRewardWrapper
 
 
@@ -283,7 +285,7 @@ def stock_training_probe(args: Args, env_id: str, queue) -> None:
             profile=args.stock_train_profile,
             precision="fp32",  # the table's precision, whatever this machine's bf16 speed
         ).resolved()
-        agent = build_agent(config, Path(logs))
+        agent = build_agent(config, Path(logs), resolve_device(config.device))
         agent._setup_learn(total_timesteps=10**12)
         callback = agent._init_callback(None)
         rollout_s, _ = timed(
@@ -342,7 +344,7 @@ def value_training_probe(args: Args, env_id: str, algo: str, queue) -> None:
             profile=args.stock_train_profile,
             precision="fp32",  # the table's precision, whatever this machine's bf16 speed
         ).resolved()
-        agent = build_agent(config, Path(logs))
+        agent = build_agent(config, Path(logs), resolve_device(config.device))
         agent._setup_learn(total_timesteps=10**12)
         callback = agent._init_callback(None)
         rollout_s, collected = timed(

@@ -38,7 +38,7 @@ def runs_in_this_process(monkeypatch):
     spawned process imports torch and transformers again (about 8 s here), and the longest tests
     would spend most of their time on that. The spawned path itself is tested where it matters
     (tests/test_leaderboard.py's killed-run tests, and the Ray board)."""
-    from textgym.agents import leaderboard
+    from textgym.agents.leaderboard import runner as leaderboard
 
     monkeypatch.setattr(
         leaderboard, "run_isolated", lambda config, spec, out: leaderboard.run_one(config, spec, out)

@@ -14,7 +14,8 @@ import gymnasium as gym
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym.agents import TextPPO, distributed
+from textgym.agents import TextPPO
+from textgym.agents.common import distributed
 
 # SGD, so that the update is linear in the gradient and float noise stays float noise (Adam's
 # first step divides each gradient by its own size).

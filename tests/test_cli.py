@@ -62,9 +62,8 @@ def test_unknown_env_is_rejected_by_the_parser(capsys):
 
 
 def test_train_help_lists_every_setting_and_hyperparameter(capsys):
-    from textgym.agents.checkpoints import ALGOS
-    from textgym.agents.hyperparams import params
-    from textgym.agents.training import TrainConfig
+    from textgym.agents.runs.config import TrainConfig
+    from textgym.agents.runs.hyperparams import ALGOS, params
 
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
@@ -133,7 +132,7 @@ def test_train_out_under_a_file_is_one_error_and_nothing_is_written(tmp_path, ca
 
 
 def test_train_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, capsys, monkeypatch):
-    from textgym.agents import training
+    from textgym.agents.runs import training
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

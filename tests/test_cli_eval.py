@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import textgym.agents.evaluation
+import textgym.agents.runs.evaluation
 from textgym.cli import main
 
 EVAL = ["eval", "--model", "tiny", "--env", "TextGen-Sentiment-v0", "-n", "2"]
@@ -27,7 +27,7 @@ def test_eval_checks_its_json_path_before_evaluating(tmp_path, monkeypatch, caps
     def evaluate(*args, **kwargs):
         raise AssertionError("evaluated before the --json path was checked")
 
-    monkeypatch.setattr(textgym.agents.evaluation, "evaluate", evaluate)
+    monkeypatch.setattr(textgym.agents.runs.evaluation, "evaluate", evaluate)
     assert main([*EVAL, "--json", str(tmp_path / where)]) == 2
     out = capsys.readouterr().out
     assert "textgym: error:" in out and match in out and str(tmp_path / where.split("/")[0]) in out

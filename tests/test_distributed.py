@@ -17,8 +17,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from textgym.agents.rollout import TokenBatch, reference_log_probs
-from textgym.agents.training import TrainConfig, train
+from textgym.agents.common.rollout import TokenBatch, reference_log_probs
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddp_worker import EPISODES, make_agent  # noqa: E402

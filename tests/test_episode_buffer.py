@@ -14,7 +14,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 
 from textgym.agents import EpisodeRolloutBuffer, LMActorCriticPolicy
-from textgym.agents.buffers import EpisodeObservations, episode_segments, pack_segments
+from textgym.agents.common.buffers import EpisodeObservations, episode_segments, pack_segments
 from textgym.models.incremental import observation_rows, position_ids, prefix_groups, trim_padding
 
 TINY = {"model": "tiny"}
@@ -205,16 +205,17 @@ def test_kl_to_reference_is_zero_at_the_start_and_the_exact_kl_after_a_change():
 
 
 def test_stock_training_pays_the_kl_in_the_policy_or_in_the_rewards():
-    from textgym.agents.training import TrainConfig, build_agent
+    from textgym.agents.runs.config import TrainConfig
+    from textgym.agents.runs.training import build_agent
     from textgym.wrappers import VecKLRewardWrapper
 
     config = TrainConfig(algo="ppo", model="tiny", profile="quick").resolved()
     assert config.hyperparams["policy_kwargs"] == {"kl_to_reference": True}
     assert config.hyperparams["ent_coef"] == config.hyperparams["kl_coef"]
-    agent = build_agent(config, tensorboard=Path("/nonexistent-unused"))
+    agent = build_agent(config, tensorboard=Path("/nonexistent-unused"), device="cpu")
     assert not isinstance(agent.env, VecKLRewardWrapper) and agent.policy.net.config.kl_to_reference
     assert agent.rollout_buffer_class is EpisodeRolloutBuffer
     rewards = {"policy_kwargs": {"kl_to_reference": False}}
     config = TrainConfig(algo="a2c", model="tiny", profile="quick", hyperparams=rewards).resolved()
-    agent = build_agent(config, tensorboard=Path("/nonexistent-unused"))
+    agent = build_agent(config, tensorboard=Path("/nonexistent-unused"), device="cpu")
     assert isinstance(agent.env, VecKLRewardWrapper) and not agent.policy.net.config.kl_to_reference

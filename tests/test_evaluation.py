@@ -11,8 +11,8 @@ import torch
 
 import textgym
 from textgym.agents import LMActorCriticPolicy, TextPPO
-from textgym.agents.evaluation import aggregate, evaluate, mean_ci, prompt_indices
-from textgym.agents.network import LMActorCritic
+from textgym.agents.common.network import LMActorCritic
+from textgym.agents.runs.evaluation import aggregate, evaluate, mean_ci, prompt_indices
 from textgym.rewards.metrics import METRICS, compute_metrics, positive_rate
 
 P, R = ["p", "p"], [["a b c"], ["a b c"]]

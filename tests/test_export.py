@@ -1,4 +1,4 @@
-"""Exporting a trained policy as a standard transformers model (``textgym.agents.export``)."""
+"""Exporting a trained policy as a standard transformers model (``textgym.agents.runs.export``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from stable_baselines3 import PPO
 from transformers import AutoModelForCausalLM, GenerationConfig, pipeline
 
 from textgym.agents import LMActorCriticPolicy, TextPPO, export_model
-from textgym.agents.checkpoints import (
+from textgym.agents.runs.checkpoints import (
     RUN_FILE,
     CheckpointError,
     load_agent,

