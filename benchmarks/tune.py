@@ -22,11 +22,15 @@ last's checkpoint, and is evaluated on the validation prompts after each; Optuna
 earlier trials' at that rung, once ``--prune-after`` trials have run in full. Full-budget trials
 then cost a study only for the hyperparameters that keep up.
 
-The study lives in ``<out>/<algo>-<env>.db`` (SQLite: an interrupted study resumes with the
-same command, finished trials are kept, and a trial left running by a killed process is marked
-failed once its heartbeat is 3 minutes old, and what it tried, the registry's values or an
-``--enqueue`` point, is tried again); every trial also appends one JSON line to
-``<out>/<algo>-<env>.jsonl``, and the script prints the trials as a table, best first.
+The study lives in ``<out>/<algo>-<env>.journal`` (Optuna's JournalStorage: a text log of the
+study's operations, kept out of git): an interrupted study resumes with the same command and
+keeps its finished trials. One process runs a study at a time (it holds
+``<out>/runs/<algo>-<env>/train.lock``; a second is refused), so a trial still "running" when a
+run of the study starts was left by a killed process: it is marked failed, and what it tried, the
+registry's values or an ``--enqueue`` point, is tried again. A study kept in ``<algo>-<env>.db``
+(SQLite, as earlier versions did) is copied into the journal the first time it resumes. Every
+trial also appends one JSON line to ``<out>/<algo>-<env>.jsonl`` (the record the docs' tuning page
+reads, kept in git), and the script prints the trials as a table, best first.
 
     python benchmarks/tune.py --env TextGen-Summarization-v0 --algo grpo --trials 6 --budget-minutes 5
     python benchmarks/tune.py --env TextGen-Dialogue-v0 --algo grpo --budget-minutes 20 --rungs 4
@@ -45,7 +49,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +60,12 @@ from rich.console import Console
 from rich.table import Table
 
 from textgym.agents import evaluate
-from textgym.agents.checkpoints import ALGOS, load_agent
-from textgym.agents.evaluation import mean_ci, per_example
-from textgym.agents.hyperparams import STOCK, hyperparams, parse_overrides
-from textgym.agents.leaderboard import run_in_child
-from textgym.agents.training import TrainConfig, train
+from textgym.agents.leaderboard.runner import run_in_child
+from textgym.agents.runs.checkpoints import RunBusyError, RunLock, load_agent
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.evaluation import mean_ci, per_example
+from textgym.agents.runs.hyperparams import ALGOS, STOCK, hyperparams, parse_overrides
+from textgym.agents.runs.training import train
 from textgym.atomic import append_line, write_json
 from textgym.models import DEFAULT_MODEL
 
@@ -209,18 +213,44 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.algo}-{args.env}" + ("" if args.model == DEFAULT_MODEL else f"-{Path(args.model).name}")
-    database = out / f"{name}.db"
-    # A trial whose process was killed stops beating; the next run of the study marks it failed
-    # (Optuna's heartbeat) instead of leaving it running forever. A live second process keeps beating.
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 (tested with 5.1)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{database}", heartbeat_interval=60, grace_period=180)
+    try:
+        with RunLock(out / "runs" / name):  # one process per study: see fail_left_running
+            run_study(args, out, name, console)
+    except RunBusyError:
+        pid = (out / "runs" / name / "train.lock").read_text().strip()
+        raise SystemExit(
+            f"study {name} in {out} is being run by {f'process {pid}' if pid else 'another process'}: "
+            "wait for it to end, or stop it, then run the same command again"
+        ) from None
 
+
+def study_storage(out: Path, name: str) -> optuna.storages.JournalStorage:
+    """The study ``name``'s storage, ``<out>/<name>.journal``; a study that earlier versions kept
+    in ``<out>/<name>.db`` (SQLite) is copied into it first."""
+    journal = out / f"{name}.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    database = out / f"{name}.db"
+    if database.exists() and not optuna.study.get_all_study_names(storage):
+        optuna.copy_study(from_study_name=name, from_storage=f"sqlite:///{database}", to_storage=storage)
+    return storage
+
+
+def fail_left_running(study: optuna.Study) -> None:
+    """Marks failed the trials a killed process left "running". Called while this process holds
+    the study's lock, so no live process is running any of them (JournalStorage has no heartbeats)."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def run_study(args: Args, out: Path, name: str, console: Console) -> None:
+    journal = out / f"{name}.journal"
     # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=3)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                pruner=pruner(args.prune_after), load_if_exists=True)  # fmt: skip
-    same_settings(study, args, database)
+    study = optuna.create_study(
+        study_name=name, storage=study_storage(out, name), direction="maximize", sampler=sampler,
+        pruner=pruner(args.prune_after), load_if_exists=True,
+    )  # fmt: skip
+    same_settings(study, args, journal)
     if "untrained" not in study.user_attrs:
         kept = untrained_path(args)
         if not kept.exists():
@@ -228,10 +258,7 @@ def main() -> None:
             write_json(kept, run_in_child(untrained, (args,), "untrained evaluation"))
         study.set_user_attr("untrained", json.loads(kept.read_text()))
     base = study.user_attrs["untrained"]
-    # A trial whose process was killed is marked failed now, so that what it tried is tried again.
-    with warnings.catch_warnings():  # experimental too in Optuna 5 (tested with 5.1)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    fail_left_running(study)  # so that what a killed trial tried is tried again
     if not live(study):  # the first trial is the registry's values: the search says whether it beat them
         study.enqueue_trial(registry_point(args.algo, args.env))
     if args.enqueue:
@@ -277,7 +304,8 @@ def main() -> None:
             "budget": {"minutes": args.budget_minutes, "tokens": args.budget_tokens},
             "rungs": {"of": args.rungs, "reached": rung, "rewards": rewards},
             "pruned": pruned, "paired": paired_figures(study, trial.number, metrics, base),
-            "git_commit": STARTED_AT_COMMIT,
+            "settings": settings(args), "enqueue": list(args.enqueue),  # the command that reproduces it
+            "date": trial.datetime_start.date().isoformat(), "git_commit": STARTED_AT_COMMIT,
         }  # fmt: skip
         append_line(out / f"{name}.jsonl", json.dumps(record))
         if pruned:
@@ -299,7 +327,7 @@ def settings(args: Args) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def same_settings(study: optuna.Study, args: Args, database: Path) -> None:
+def same_settings(study: optuna.Study, args: Args, journal: Path) -> None:
     """A new study keeps its settings; a resumed one must be run with them, or its trials (and
     the paired comparisons with trial 0) would mix budgets or prompts. A study kept before the
     settings were (no ``settings`` attribute) takes this run's."""
@@ -313,7 +341,7 @@ def same_settings(study: optuna.Study, args: Args, database: Path) -> None:
     if differ:
         flags = " ".join(f"--{key.replace('_', '-')} {kept[key]}" for key in both)
         raise SystemExit(
-            f"study {study.study_name} in {database} ran with other settings: {', '.join(differ)}. "
+            f"study {study.study_name} in {journal} ran with other settings: {', '.join(differ)}. "
             f"Trials of one study are compared with each other, so they run alike: resume it with "
             f"{flags}, or give --out another folder for a new study"
         )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import queue
 import runpy
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 import textgym
-from textgym.agents.board import select
-from textgym.agents.evaluation import mean_ci
-from textgym.agents.hyperparams import hyperparams
-from textgym.agents.records import LeaderboardConfig, RunSpec, read_records
+from textgym.agents.leaderboard.board import select
+from textgym.agents.leaderboard.config import LeaderboardConfig, RunSpec
+from textgym.agents.leaderboard.store import read_records
+from textgym.agents.runs.evaluation import mean_ci
+from textgym.agents.runs.hyperparams import hyperparams
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -171,9 +172,20 @@ def tune_in_process(monkeypatch, tmp_path, algo: str, budget_tokens: int, *extra
     return tune, command
 
 
-def killed_trial(study, database: Path, point: dict | None = None) -> int:
+def study(tmp_path: Path, name: str, create: bool = False):
+    """The study ``name`` that tune.py keeps in ``tmp_path`` (its journal file)."""
+    import optuna
+    import tune
+
+    storage = tune.study_storage(tmp_path, name)
+    if create:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def killed_trial(study, point: dict | None = None) -> int:
     """A trial of ``study`` as a killed study process leaves it: running, having suggested
-    ``point`` of GRPO's search space (if given), with a heartbeat backdated past the grace period.
+    ``point`` of GRPO's search space (if given), with no process holding the study's lock.
     Returns its number."""
     import tune
 
@@ -182,17 +194,10 @@ def killed_trial(study, database: Path, point: dict | None = None) -> int:
     trial = study.ask()
     if point is not None:
         tune.space(trial, "grpo")  # the enqueued values, as the objective suggests them
-    with sqlite3.connect(database) as connection:
-        [(trial_id,)] = connection.execute("SELECT trial_id FROM trials WHERE number = ?", (trial.number,))
-        connection.execute(
-            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, '2000-01-01 00:00:00.000000')",
-            (trial_id,),
-        )
     return trial.number
 
 
 def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, capsys):
-    import optuna
     from optuna.trial import TrialState
 
     tune, _ = tune_in_process(monkeypatch, tmp_path, "grpo", 64)
@@ -232,18 +237,19 @@ def test_tune_runs_trials_with_constraints_and_resumes(tmp_path, monkeypatch, ca
             tune.main()
         monkeypatch.setattr(sys, "argv", sys.argv[:-2])
     assert len((tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()) == 1
-    # A study process killed during trial 1: the trial stays "running" with a heartbeat that has
-    # stopped (here: backdated past the grace period in the database).
-    database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
-    killed_trial(optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}"), database)
+    # A study process killed during trial 1: the trial stays "running", and the study's lock is free.
+    name = "grpo-TextGen-Sentiment-v0-tiny"
+    assert (tmp_path / f"{name}.journal").is_file() and not (tmp_path / f"{name}.db").exists()
+    killed_trial(study(tmp_path, name))
     # The study resumes: the killed trial is marked failed, the next trial (number 2) is the
     # enqueued point (the registry's values for the keys not given), and the untrained evaluation
     # is not redone.
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--enqueue", "learning_rate=5e-5", "group_size=2"])
     tune.main()
     assert "validation prompts ..." not in capsys.readouterr().out
-    study = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.state for t in study(tmp_path, name).trials] == [
+        TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+    ]  # fmt: skip
     lines = (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").read_text().splitlines()
     first, second = (json.loads(line) for line in lines)
     assert second["trial"] == 2
@@ -275,28 +281,58 @@ def test_tune_tries_again_what_a_killed_trial_tried(tmp_path, monkeypatch):
     """A study killed during its first trial (the registry's values) and during an enqueued
     hypothesis: run again with the same command, it tries both again, and the retried registry
     trial is the one every other trial is compared with."""
-    import optuna
     from optuna.trial import TrialState
 
     tune, command = tune_in_process(monkeypatch, tmp_path, "grpo", 64, "--trials", "2")
-    database = tmp_path / "grpo-TextGen-Sentiment-v0-tiny.db"
-    study = optuna.create_study(
-        study_name=database.stem, storage=f"sqlite:///{database}", direction="maximize"
-    )
+    name = "grpo-TextGen-Sentiment-v0-tiny"
+    killed = study(tmp_path, name, create=True)
     registry = tune.registry_point("grpo", "TextGen-Sentiment-v0")
     hypothesis = {**registry, "learning_rate": 5e-5, "group_size": 2}
-    assert [killed_trial(study, database, registry), killed_trial(study, database, hypothesis)] == [0, 1]
+    assert [killed_trial(killed, registry), killed_trial(killed, hypothesis)] == [0, 1]
     monkeypatch.setattr(sys, "argv", [*command, "--enqueue", "learning_rate=5e-5", "group_size=2"])
     tune.main()
-    study = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}")
-    states = [t.state for t in study.trials]
+    trials = study(tmp_path, name).trials
+    states = [t.state for t in trials]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert [study.trials[2].params, study.trials[3].params] == [registry, hypothesis]
-    records = [json.loads(line) for line in database.with_suffix(".jsonl").read_text().splitlines()]
+    assert [trials[2].params, trials[3].params] == [registry, hypothesis]
+    records = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in records] == [2, 3]
     assert records[0]["paired"]["trial0"] is None  # trial 2 stands for the killed trial 0
     versus_registry = np.subtract(records[1]["metrics"]["rewards"], records[0]["metrics"]["rewards"])
     assert records[1]["paired"]["trial0"] == pytest.approx(mean_ci(versus_registry))
+
+
+def test_tune_refuses_a_study_another_process_runs(tmp_path, monkeypatch):
+    """One process runs a study at a time (so a trial left running is a killed process's)."""
+    from textgym.agents.runs.checkpoints import RunLock
+
+    tune, _ = tune_in_process(monkeypatch, tmp_path, "grpo", 64)
+    with (
+        RunLock(tmp_path / "runs" / "grpo-TextGen-Sentiment-v0-tiny"),
+        pytest.raises(SystemExit, match=f"is being run by process {os.getpid()}: wait for it to end"),
+    ):
+        tune.main()
+    assert not (tmp_path / "grpo-TextGen-Sentiment-v0-tiny.jsonl").exists()
+
+
+def test_tune_copies_a_sqlite_study_into_its_journal(tmp_path, monkeypatch):
+    """A study kept by earlier versions in ``<name>.db`` resumes from a copy in the journal."""
+    import optuna
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import tune
+
+    name = "grpo-TextGen-Sentiment-v0-tiny"
+    old = optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / name}.db", direction="maximize"
+    )
+    old.set_user_attr("settings", {"seed": 0})
+    space = {"kl_coef": tune.SPACE["kl_coef"]}
+    old.add_trial(optuna.trial.create_trial(params={"kl_coef": 0.01}, distributions=space, value=0.5))
+    copied = study(tmp_path, name)
+    assert copied.user_attrs == {"settings": {"seed": 0}}
+    assert [(t.params, t.value) for t in copied.trials] == [({"kl_coef": 0.01}, 0.5)]
+    assert (tmp_path / f"{name}.journal").is_file()
 
 
 def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, capsys):
@@ -327,11 +363,9 @@ def test_tune_with_rungs_reports_each_rung_and_prunes(tmp_path, monkeypatch, cap
         "rewards": [second["metrics"]["reward"]],
     }
     assert json.loads((Path(second["run_dir"]) / "run.json").read_text())["config"]["budget_tokens"] == 48
-    study = optuna.load_study(
-        study_name="textppo-TextGen-Sentiment-v0-tiny", storage=f"sqlite:///{jsonl.with_suffix('.db')}"
-    )
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
-    assert len(study.trials[0].intermediate_values) == 2
+    trials = study(tmp_path, "textppo-TextGen-Sentiment-v0-tiny").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert len(trials[0].intermediate_values) == 2
     assert "pruned at rung 1" in capsys.readouterr().out
 
     monkeypatch.setattr(sys, "argv", [*command[:-1], "0"])
