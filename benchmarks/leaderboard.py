@@ -13,18 +13,21 @@ and ``benchmarks/LEADERBOARD.md``, the quick one to ``benchmarks/results/leaderb
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from common import parse_given
-
 from textgym.agents.leaderboard.runner import LeaderboardConfig, run_leaderboard
+from textgym.cli import add_leaderboard_options, dataclass_values
 
 PATHS = {"results": "benchmarks/results/leaderboard", "board": "benchmarks/LEADERBOARD.md"}
 QUICK_PATHS = {"results": "benchmarks/results/leaderboard-quick"}  # its board: LEADERBOARD.md in there
 
 if __name__ == "__main__":
-    given = parse_given(LeaderboardConfig, __doc__.splitlines()[0])
-    paths = QUICK_PATHS if given.get("quick") else PATHS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_leaderboard_options(parser)  # the options of ``textgym leaderboard``
+    given = dataclass_values(LeaderboardConfig, parser.parse_args())
+    # The repository's paths where none is given (a --results of one's own keeps its board in it).
+    paths = {} if "results" in given else QUICK_PATHS if given.get("quick") else PATHS
     try:
         run_leaderboard(LeaderboardConfig(**{**paths, **given}), command="python benchmarks/leaderboard.py")
     except ValueError as err:  # a bad argument, found before any run: one line, like argparse's

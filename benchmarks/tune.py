@@ -26,8 +26,10 @@ The study lives in ``<out>/<algo>-<env>.journal`` (Optuna's JournalStorage: a te
 study's operations, kept out of git): an interrupted study resumes with the same command and
 keeps its finished trials. One process runs a study at a time (it holds
 ``<out>/runs/<algo>-<env>/train.lock``; a second is refused), so a trial still "running" when a
-run of the study starts was left by a killed process: it is marked failed, and what it tried, the
-registry's values or an ``--enqueue`` point, is tried again. A study kept in ``<algo>-<env>.db``
+run of the study starts was left by a killed process: it is marked failed at once, and what it
+tried, the registry's values or an ``--enqueue`` point, is tried again (the registry's values
+before anything else, when no other trial ran). Every setting is checked before the study is
+created or anything is written. A study kept in ``<algo>-<env>.db``
 (SQLite, as earlier versions did) is copied into the journal the first time it resumes. Every
 trial also appends one JSON line to ``<out>/<algo>-<env>.jsonl`` (the record the docs' tuning page
 reads, kept in git), and the script prints the trials as a table, best first.
@@ -47,6 +49,8 @@ Optuna's ``enqueue_trial``: a hypothesis checked in the same study, before TPE's
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -55,7 +59,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from common import STARTED_AT_COMMIT, parse_args
+from common import STARTED_AT_COMMIT
 from rich.console import Console
 from rich.table import Table
 
@@ -67,7 +71,10 @@ from textgym.agents.runs.evaluation import mean_ci, per_example
 from textgym.agents.runs.hyperparams import ALGOS, STOCK, hyperparams, parse_overrides
 from textgym.agents.runs.training import train
 from textgym.atomic import append_line, write_json
+from textgym.cli import add_dataclass_options, dataclass_values
+from textgym.envs import ENVS
 from textgym.models import DEFAULT_MODEL
+from textgym.models.precision import PRECISIONS
 
 GROUPED = ("grpo", "rloo")
 
@@ -197,18 +204,53 @@ def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float] | None:
     return mean_ci(np.subtract(a["rewards"], b["rewards"]))
 
 
-def main() -> None:
-    args = parse_args(Args, __doc__.splitlines()[0])
-    if args.algo not in ALGOS:
-        raise SystemExit(f"unknown algo {args.algo!r}: expected one of {list(ALGOS)}")
-    hyperparams(args.algo, args.env)  # an unknown env or a bad registry fails here
-    if args.enqueue:
-        enqueued(args.algo, args.env, args.enqueue)  # a bad point fails before any training
+def parse(argv: list[str] | None = None) -> Args:
+    """The command line as :class:`Args`; an unknown env, algo or precision is argparse's error,
+    as ``textgym train`` gives it."""
+    parser = argparse.ArgumentParser(prog="tune.py", description=__doc__.splitlines()[0])
+    choices = dict(env=list(ENVS), algo=list(ALGOS), precision=list(PRECISIONS))
+    add_dataclass_options(parser, Args, **{name: dict(choices=values) for name, values in choices.items()})
+    return Args(**dataclass_values(Args, parser.parse_args(argv)))
+
+
+def check(args: Args) -> None:
+    """Every setting, before a study is created or anything is written (SystemExit naming the
+    first bad one): a study keeps its settings, so one stored bad would refuse the corrected
+    command. A trial's run settings go through the training runs' own ``TrainConfig.validate``."""
     if args.rungs < 1 or args.prune_after < 0:
         raise SystemExit(
             f"--rungs {args.rungs} --prune-after {args.prune_after}: expected --rungs >= 1 (1: no pruning) "
             "and --prune-after >= 0"
         )
+    if args.trials < 1:
+        raise SystemExit(f"--trials {args.trials}: expected at least 1")
+    for name, low in (("min_distinct", "0"), ("max_perplexity", "0")):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise SystemExit(f"--{name.replace('_', '-')} {value}: expected a finite number >= {low}")
+    point = enqueued(args.algo, args.env, args.enqueue) if args.enqueue else None  # SystemExit if bad
+    try:
+        point = point or registry_point(args.algo, args.env)
+        for rung in {1, args.rungs}:  # each rung's budget
+            config = trial_config(args, point, rung)
+            dataclasses.replace(config, eval_prompts=args.eval_prompts).validate()  # the trials' evaluations
+    except ValueError as error:
+        raise SystemExit(f"tune.py: error: {error}") from None
+
+
+def trial_config(args: Args, values: dict[str, Any], rung: int) -> TrainConfig:
+    """A trial's training run up to rung ``rung`` (of ``args.rungs``) with the searched ``values``."""
+    return TrainConfig(
+        env=args.env, algo=args.algo, model=args.model, seed=args.seed,
+        budget_tokens=math.ceil(args.budget_tokens * rung / args.rungs),
+        budget_minutes=args.budget_minutes * rung / args.rungs, eval_prompts=1, eval_every_minutes=0,
+        hyperparams=values, precision=args.precision,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    check(args)  # before the study is created or anything written
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +284,27 @@ def fail_left_running(study: optuna.Study) -> None:
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
+def tried(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The point a trial tries: its parameters, or those it was enqueued with while it waits."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
+
+
+def registry_first(study: optuna.Study, point: dict[str, Any]) -> None:
+    """Make the registry's values the study's first trial that did not fail: the search says
+    whether it beat them. A new study, or one whose first trial was killed (failed by
+    :func:`fail_left_running`) before any other ran, has only waiting trials (``--enqueue``
+    points) or none: the waiting ones are failed and enqueued again after the registry's values,
+    which Optuna then runs first (it takes waiting trials in the order they were enqueued)."""
+    trials = live(study)
+    if trials and (trials[0].state != optuna.trial.TrialState.WAITING or tried(trials[0]) == point):
+        return  # the registry's values ran first, or wait to run first
+    for trial in trials:  # every live trial is waiting here
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(point)
+    for trial in trials:
+        study.enqueue_trial(tried(trial))
+
+
 def run_study(args: Args, out: Path, name: str, console: Console) -> None:
     journal = out / f"{name}.journal"
     # TPE reads each trial's constraints (set with Trial.set_constraint, Optuna >= 5).
@@ -250,8 +313,8 @@ def run_study(args: Args, out: Path, name: str, console: Console) -> None:
         study_name=name, storage=study_storage(out, name), direction="maximize", sampler=sampler,
         pruner=pruner(args.prune_after), load_if_exists=True,
     )  # fmt: skip
-    same_settings(study, args, journal)
-    if "untrained" not in study.user_attrs:
+    renewed = same_settings(study, args, journal)
+    if renewed or "untrained" not in study.user_attrs:
         kept = untrained_path(args)
         if not kept.exists():
             console.print(f"evaluating the untrained model on {args.eval_prompts} validation prompts ...")
@@ -259,11 +322,10 @@ def run_study(args: Args, out: Path, name: str, console: Console) -> None:
         study.set_user_attr("untrained", json.loads(kept.read_text()))
     base = study.user_attrs["untrained"]
     fail_left_running(study)  # so that what a killed trial tried is tried again
-    if not live(study):  # the first trial is the registry's values: the search says whether it beat them
-        study.enqueue_trial(registry_point(args.algo, args.env))
+    registry_first(study, registry_point(args.algo, args.env))
     if args.enqueue:
         point = enqueued(args.algo, args.env, args.enqueue)
-        if all(t.params != point for t in live(study)):  # a resumed study does not try it twice
+        if all(tried(t) != point for t in live(study)):  # a resumed study does not try it twice
             study.enqueue_trial(point)
 
     def objective(trial: optuna.Trial) -> float:
@@ -272,13 +334,7 @@ def run_study(args: Args, out: Path, name: str, console: Console) -> None:
         console.print(f"trial {trial.number}: {values}")
         rewards = []  # the validation reward at each rung
         for rung in range(1, args.rungs + 1):  # each rung resumes the last one's checkpoint
-            config = TrainConfig(
-                env=args.env, algo=args.algo, model=args.model, seed=args.seed,
-                budget_tokens=math.ceil(args.budget_tokens * rung / args.rungs),
-                budget_minutes=args.budget_minutes * rung / args.rungs, eval_prompts=1, eval_every_minutes=0,
-                hyperparams=values, precision=args.precision,
-            )  # fmt: skip
-            config.validate()
+            config = trial_config(args, values, rung)
             label = f"trial {trial.number}" + (f", rung {rung}/{args.rungs}" if args.rungs > 1 else "")
             metrics = run_in_child(train_trial, (config, run_dir, args.eval_prompts), label)
             feasible = [
@@ -327,15 +383,17 @@ def settings(args: Args) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def same_settings(study: optuna.Study, args: Args, journal: Path) -> None:
+def same_settings(study: optuna.Study, args: Args, journal: Path) -> bool:
     """A new study keeps its settings; a resumed one must be run with them, or its trials (and
     the paired comparisons with trial 0) would mix budgets or prompts. A study kept before the
-    settings were (no ``settings`` attribute) takes this run's."""
+    settings were (no ``settings`` attribute), or one where no trial has yet been evaluated,
+    takes this run's: True when it did (what was kept for the earlier settings is stale)."""
     wanted = settings(args)
     kept = study.user_attrs.get("settings")
-    if kept is None:
+    evaluated = any("reward" in t.user_attrs for t in study.trials)
+    if kept is None or (kept != wanted and not evaluated):
         study.set_user_attr("settings", wanted)
-        return
+        return kept is not None
     both = [key for key in wanted if key in kept]  # a study kept before a setting existed lacks it
     differ = [f"{key} {kept[key]!r} (asked {wanted[key]!r})" for key in both if kept[key] != wanted[key]]
     if differ:
@@ -345,6 +403,7 @@ def same_settings(study: optuna.Study, args: Args, journal: Path) -> None:
             f"Trials of one study are compared with each other, so they run alike: resume it with "
             f"{flags}, or give --out another folder for a new study"
         )
+    return False
 
 
 def live(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -1,7 +1,11 @@
 """What the tests of training runs share: small configs of every algorithm, a quiet console, a
-snapshot of a folder's files, and a fake clock."""
+snapshot of a folder's files, a fake clock, and a guard for the tests that send SIGTERM."""
 
 from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
@@ -34,3 +38,19 @@ def tiny_config(algo: str = "textppo", hyperparams: dict | None = None, **settin
 
 def snapshot(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def sigterm_fails_the_test() -> Iterator[Callable]:
+    """SIGTERM raises AssertionError, unless something (train()) handles it meanwhile: the tests
+    that send SIGTERM to their own process fail instead of killing pytest where it is not handled.
+    Yields the handler, which train() must put back."""
+
+    def handler(signum, frame):
+        raise AssertionError("SIGTERM reached the test's handler: train() did not handle it")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

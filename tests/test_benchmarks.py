@@ -302,6 +302,118 @@ def test_tune_tries_again_what_a_killed_trial_tried(tmp_path, monkeypatch):
     assert records[1]["paired"]["trial0"] == pytest.approx(mean_ci(versus_registry))
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL in a trial: Optuna catches Exception and KeyboardInterrupt (and marks
+    the trial failed) but not this, so the trial stays "running" and the study's lock is freed
+    on the way out, as the OS frees it when a process dies."""
+
+
+@pytest.mark.parametrize(
+    "enqueue", [[], ["--enqueue", "learning_rate=5e-5", "group_size=2"]], ids=["", "enqueue"]
+)
+def test_tune_killed_during_trial_0_retries_the_registry_first(tmp_path, monkeypatch, enqueue):
+    """The issue's reproduction: a study killed during trial 0 (the registry's values) and run
+    again at once (no heartbeat grace to wait out) fails the killed trial and runs the
+    registry's values first, before any --enqueue point or search point; they stand for trial 0
+    in every paired comparison."""
+    from optuna.trial import TrialState
+
+    tune, command = tune_in_process(monkeypatch, tmp_path, "grpo", 64, *enqueue)
+    name = "grpo-TextGen-Sentiment-v0-tiny"
+    registry = tune.registry_point("grpo", "TextGen-Sentiment-v0")
+
+    def killed(target, args, label):
+        if label.startswith("trial"):
+            raise Killed
+        return target(*args)
+
+    monkeypatch.setattr(tune, "run_in_child", killed)
+    with pytest.raises(Killed):
+        tune.main()
+    assert [(t.state, t.params) for t in study(tmp_path, name).trials][0] == (TrialState.RUNNING, registry)
+    monkeypatch.setattr(tune, "run_in_child", lambda target, args, label: target(*args))
+    tune.main()  # the same command
+    trials = study(tmp_path, name).trials
+    ran = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert trials[0].state == TrialState.FAIL and ran[0].params == registry  # retried first
+    records = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in records] == [t.number for t in ran]
+    assert records[0]["paired"]["trial0"] is None  # the registry's values themselves
+    if not enqueue:
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+        return
+    # The enqueued point, which was waiting when the study was killed, runs next (once).
+    monkeypatch.setattr(sys, "argv", [*command[: -len(enqueue)], "--trials", "1", *enqueue])
+    tune.main()
+    trials = study(tmp_path, name).trials
+    ran = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    assert ran[1].params == {**registry, "learning_rate": 5e-5, "group_size": 2}
+    records = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    versus_registry = np.subtract(records[1]["metrics"]["rewards"], records[0]["metrics"]["rewards"])
+    assert records[1]["paired"]["trial0"] == pytest.approx(mean_ci(versus_registry))
+
+
+def train_error(capsys, argv: list[str]) -> str:
+    """What ``textgym train ARGV`` prints on its error line."""
+    from textgym.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", *argv])
+    return capsys.readouterr().err.strip().splitlines()[-1].split("error: ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        pytest.param("--env", "Bogus-v0", "argument --env: invalid choice: 'Bogus-v0'", id="unknown-env"),
+        pytest.param("--algo", "sac", "argument --algo: invalid choice: 'sac'", id="unknown-algo"),
+        pytest.param("--budget-minutes", "0", "budget_minutes must be > 0, got 0", id="budget-minutes-zero"),
+        pytest.param(
+            "--budget-minutes", "nan", "budget_minutes must be a finite number", id="budget-minutes-nan"
+        ),
+        pytest.param("--budget-tokens", "0", "budget_tokens must be a positive int", id="budget-tokens-zero"),
+        pytest.param("--eval-prompts", "0", "eval_prompts must be a positive int", id="eval-prompts-zero"),
+        pytest.param("--seed", "-1", "seed must be", id="seed-negative"),
+        pytest.param("--model", "no-such-model", "no-such-model", id="unknown-model"),
+        pytest.param("--trials", "0", "--trials 0: expected at least 1", id="trials-zero"),
+        pytest.param("--max-perplexity", "nan", "--max-perplexity nan: expected a finite", id="bound-nan"),
+    ],
+)
+def test_tune_checks_every_setting_before_anything_is_stored(
+    tmp_path, monkeypatch, capsys, flag, value, message
+):
+    """A bad setting is one message (an unknown env or algo: the one ``textgym train`` gives)
+    before the study is created or anything evaluated, so the corrected command then runs."""
+    tune, command = tune_in_process(monkeypatch, tmp_path / "out", "grpo", 64)
+    with pytest.raises(SystemExit) as exit:
+        tune.main([*command[1:], flag, value])
+    said = f"{exit.value.code}" + capsys.readouterr().err
+    assert message in said and "Traceback" not in said
+    if flag in ("--env", "--algo"):  # argparse's error line, word for word textgym train's
+        assert exit.value.code == 2 and said.splitlines()[-1].split("error: ", 1)[1] == train_error(
+            capsys, [flag, value]
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_tune_runs_the_corrected_command_of_a_study_whose_settings_never_ran(tmp_path, monkeypatch):
+    """A study that stored settings but evaluated no trial with them (an earlier version stored
+    --budget-minutes 0 and failed on it) takes the corrected command's settings instead of
+    refusing it; the settings of a study with evaluated trials still bind (the resume test)."""
+    from optuna.trial import TrialState
+
+    tune, command = tune_in_process(monkeypatch, tmp_path, "grpo", 64)
+    name = "grpo-TextGen-Sentiment-v0-tiny"
+    stale = study(tmp_path, name, create=True)
+    stale.set_user_attr("settings", {**tune.settings(tune.parse(command[1:])), "budget_minutes": 0})
+    killed_trial(stale, tune.registry_point("grpo", "TextGen-Sentiment-v0"))
+    tune.main()
+    trials = study(tmp_path, name).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study(tmp_path, name).user_attrs["settings"]["budget_minutes"] == 1e4
+
+
 def test_tune_refuses_a_study_another_process_runs(tmp_path, monkeypatch):
     """One process runs a study at a time (so a trial left running is a killed process's)."""
     from textgym.agents.runs.checkpoints import RunLock

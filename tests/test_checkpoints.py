@@ -4,6 +4,7 @@ per run directory."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -31,6 +32,7 @@ from textgym.agents.runs.checkpoints import (
     read_checkpoint,
     save_agent,
 )
+from textgym.agents.runs.failures import DiskFullError
 from textgym.agents.runs.training import prepare_out, train
 from textgym.agents.textppo.textppo import TextPPO
 
@@ -145,7 +147,11 @@ def test_a_failure_at_any_step_of_a_checkpoint_keeps_one_checkpoint(two_checkpoi
             before_each_write(patch, fail)
             try:
                 save_agent(agent, out, second)
-            except OSError as err:
+            except DiskFullError as err:  # names the checkpoint or pointer, the space needed and free
+                assert "injected" in str(err.__cause__)
+                assert f"no space left on device writing {out / CHECKPOINTS}" in str(err)
+                assert " needed, " in str(err) and " free)" in str(err)
+            except OSError as err:  # before the writing began (making the checkpoints folder)
                 assert "injected" in str(err)
         if fail.calls < step:
             break  # every step has failed once
@@ -292,3 +298,29 @@ def test_an_agent_saved_before_the_package_move_still_loads(tmp_path, monkeypatc
     assert loaded.n_steps == 4 and loaded.adaptive_kl_target == 3.0
     for name, value in agent.policy.state_dict().items():
         assert (loaded.policy.state_dict()[name] == value).all()
+
+
+def test_the_lock_keeps_a_note_when_run_json_cannot_be_written(tmp_path, monkeypatch):
+    """Where a full disk stops even run.json, the status goes in the lock file (its block is on
+    the disk already) and stays there for the next holder; a lock that cannot be written is one
+    DiskFullError naming it."""
+    out = tmp_path / "run"
+    with RunLock(out) as lock:
+        assert lock.left == ""
+        lock.note("failed (run.json could not be written): DiskFullError: no space left")
+    assert (out / LOCK).read_text() == "failed (run.json could not be written): DiskFullError: no space left"
+    with RunLock(out) as lock:
+        assert lock.left.startswith("failed (run.json") and (out / LOCK).read_text() == str(os.getpid())
+    with RunLock(out) as lock:
+        assert lock.left == ""  # read once: the next holder finds nothing
+    (out / LOCK).unlink()
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(DiskFullError, match=f"no space left on device writing {out / LOCK}"), RunLock(out):
+        pass
+    monkeypatch.undo()
+    with RunLock(out):  # released
+        pass

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+from run_helpers import sigterm_fails_the_test
 
 import textgym
 from textgym.cli import main
@@ -47,6 +53,11 @@ def test_demo_prints_texts_and_rewards(capsys):
         (["demo", "--model", "tiny", "--episodes", "0"], "--episodes must be >= 1"),
         (["demo", "--model", "nope/nope"], "unknown model 'nope/nope'"),
         (["demo", "--model", "tiny", "--temperature", "0"], "temperature must be > 0"),
+        (["demo", "--model", "tiny", "--seed", "-1"], "--seed must be an int from 0 to 4294967295, got -1"),
+        (
+            ["demo", "--model", "tiny", "--seed", str(2**32 - 2), "--episodes", "3"],
+            "--seed must be an int from 0 to 4294967295 (with 3 seeds, at most 4294967293), got 4294967294",
+        ),
     ],
 )
 def test_demo_bad_arguments_give_one_clear_error(capsys, argv, message):
@@ -110,6 +121,12 @@ def test_leaderboard_help_lists_every_option(capsys):
         (["--hyperparams", "kl_estimator=k9"], "kl_estimator must be one of ('k1', 'k3'), got 'k9'"),
         (["--hyperparams", "reward_normalization=x"], "reward_normalization must be one of"),
         (["--budget", "10m,20k,30k"], "bad budget '10m,20k,30k': it gives tokens twice"),
+        (["--hyperparams", "policy_kwargs.lora={r: -1}"], "lora r (the adapters' rank) must be an int >= 1"),
+        (
+            ["--hyperparams", "policy_kwargs.lora={target_modules: [q_proj, qkv]}"],
+            "lora target_modules ['qkv']: no module of LlamaForCausalLM has that name; its linear layers are",
+        ),
+        (["--seed", str(2**32)], "seed must be an int from 0 to 4294967295, got 4294967296"),
     ],
 )
 def test_train_bad_hyperparameters_are_one_error_before_anything_is_written(tmp_path, capsys, extra, message):
@@ -152,3 +169,79 @@ def test_train_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, capsys,
         "starts the training again"
     ]
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_train_sigterm_exits_143_with_one_line_and_no_traceback(tmp_path, capsys, monkeypatch):
+    """SIGTERM during the first evaluation, as Ctrl-C (above): one line, status "interrupted"."""
+    from textgym.agents.runs import training
+
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM))
+    out = tmp_path / "run"
+    argv = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--budget", "1", "--out", str(out)]
+    with sigterm_fails_the_test():
+        try:
+            code = main(argv)
+        except KeyboardInterrupt:
+            code = "KeyboardInterrupt escaped main()"
+    assert code == 143
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    assert [line for line in printed.out.splitlines() if "interrupted" in line] == [
+        f"interrupted by SIGTERM before the first checkpoint: `textgym train ... --resume --out {out}` "
+        "starts the training again"
+    ]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_sigterm_stops_a_train_process_with_143_one_line_and_a_checkpoint_to_resume(tmp_path):
+    """A real ``python -m textgym train``, sent SIGTERM once its first checkpoint is written (as
+    a scheduler would): exit status 143, one line, status "interrupted", and --resume goes on."""
+    from run_helpers import QUIET, tiny_config
+
+    from textgym.agents.runs.training import train
+
+    out = tmp_path / "run"
+    argv = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--profile", "quick",
+            "--eval-prompts", "4", "--eval-every", "0", "--checkpoint-minutes", "0", "--budget", "1000000",
+            "--hyperparams", "batch_episodes=4", "minibatch_episodes=2", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textgym", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while not (out / "checkpoints" / "current.json").exists() and process.poll() is None:
+            time.sleep(0.1)  # waits on the file, whatever the time (the assertions read no clock)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stdout + stderr
+    lines = [line for line in stdout.splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM: the checkpoint at "), stdout
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    tokens = int(lines[0].split("checkpoint at ")[1].split()[0])
+    config = tiny_config(eval_every_minutes=0, checkpoint_minutes=0, budget_tokens=tokens + 1)
+    resumed = train(config, out, resume=True, console=QUIET)
+    assert resumed["curve"][-2]["tokens"] == tokens and resumed["summary"]["train_tokens"] > tokens
+
+
+def test_train_full_disk_is_one_message_and_exit_1(tmp_path, capsys, monkeypatch):
+    from textgym import atomic
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "write_bytes", full)  # from the first write (run.json) on
+    out = tmp_path / "run"
+    argv = ["train", "--env", "TextGen-Sentiment-v0", "--model", "tiny", "--budget", "1", "--out", str(out)]
+    assert main(argv) == 1
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    text = " ".join(printed.out.split())  # the console wraps long lines
+    assert text.count("textgym: error:") == 1
+    needed = r"\(\d+ B needed, [\d.]+ (B|KiB|MiB|GiB) free\)"
+    resume = f"free some space: `textgym train ... --resume --out {out}` starts again"
+    assert re.search(f"no space left on device writing {re.escape(str(out / 'run.json'))} {needed}; ", text)
+    assert text.endswith(resume)
+    assert (out / "train.lock").read_text().startswith("failed (run.json could not be written")

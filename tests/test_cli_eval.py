@@ -44,3 +44,29 @@ def test_eval_writes_its_json_whole(tmp_path, capsys):
     assert main([*EVAL, "--seed", "1", "--json", str(path)]) == 0
     assert json.loads(path.read_text())["metrics"].keys() == written["metrics"].keys()
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--show", "-1"], "--show must be >= 0 (sample texts to print), got -1"),
+        (["--seeds", "-3"], "--seeds must be >= 1 (sampling seeds per prompt), got -3"),
+        (["--seeds", "0"], "--seeds must be >= 1 (sampling seeds per prompt), got 0"),
+        (["--seed", str(2**32)], "--seed must be an int from 0 to 4294967295, got 4294967296"),
+        (["--seed", "-1"], "--seed must be an int from 0 to 4294967295, got -1"),
+        (["--seed", str(2**32 - 1), "--seeds", "2"], "(with 2 seeds, at most 4294967294), got 4294967295"),
+    ],
+)
+def test_eval_bad_numbers_are_one_error_before_evaluating(monkeypatch, capsys, extra, message):
+    def evaluate(*args, **kwargs):
+        raise AssertionError("evaluated despite a bad argument")
+
+    monkeypatch.setattr(textgym.agents.runs.evaluation, "evaluate", evaluate)
+    assert main([*EVAL, *extra]) == 2
+    assert message in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("seeds", [[2**32], [-1], [0, 2**64]])
+def test_evaluate_takes_seeds_from_0_to_2_to_the_32(seeds):
+    with pytest.raises(ValueError, match="seeds must be a non-empty list of ints from 0 to 4294967295"):
+        textgym.agents.runs.evaluation.evaluate("tiny", "TextGen-Sentiment-v0", n=1, seeds=seeds)

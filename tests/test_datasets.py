@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from textgym.datasets import DATASETS, SPLITS, Example, load_dataset, split_of
+from textgym.datasets import DATASETS, SPLITS, Example, chitchat, dataset_options, load_dataset, split_of
 from textgym.datasets.aclsum import INSTRUCTION, detokenize, summarization_examples
 from textgym.datasets.chitchat import _data_file, conversations, dialogue_examples, opening_examples
 from textgym.datasets.files import file_examples
@@ -83,17 +83,18 @@ def test_aclsum_official_splits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("builder", "kwargs"),
+    ("builder", "cache", "kwargs"),
     [
-        (dialogue_examples, {}),
-        (dialogue_examples, {"context_turns": 1}),
-        (opening_examples, {}),
-        (summarization_examples, {}),
+        (dialogue_examples, chitchat._dialogue_examples, {}),
+        (dialogue_examples, chitchat._dialogue_examples, {"context_turns": 1}),
+        (opening_examples, chitchat._opening_examples, {}),
+        (summarization_examples, summarization_examples, {}),
     ],
 )
-def test_loading_is_deterministic(builder, kwargs: dict) -> None:
+def test_loading_is_deterministic(builder, cache, kwargs: dict) -> None:
     first = builder("validation", **kwargs)
-    again = builder.__wrapped__("validation", **kwargs)  # bypass the lru_cache: build it afresh
+    cache.cache_clear()  # build it afresh
+    again = builder("validation", **kwargs)
     assert again is not first
     assert again == first
 
@@ -412,7 +413,9 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_file_takes_no_options(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "data.jsonl", [{"prompt": "p", "reference": "r", "split": "train"}])
-    with pytest.raises(TypeError, match=r"data files take no options, got \['context_turns'\]"):
+    with pytest.raises(
+        TypeError, match=r"unknown option\(s\) \['context_turns'\] .*data\.jsonl'; accepted: none"
+    ):
         load_dataset(str(path), "train", context_turns=2)
 
 
@@ -443,8 +446,45 @@ def test_dataset_name_must_be_a_string(name: object) -> None:
 
 
 def test_unknown_option_for_a_corpus() -> None:
-    with pytest.raises(TypeError, match="context_turns"):
+    with pytest.raises(
+        TypeError, match=r"unknown option\(s\) \['context_turns'\] for dataset 'aclsum'; accepted: none"
+    ):
         load_dataset("aclsum", "train", context_turns=2)
+    # It used to be "opening_examples() got an unexpected keyword argument 'foo'".
+    with pytest.raises(
+        TypeError,
+        match=r"\['foo'\] for dataset 'chitchat-openings'; accepted: \['prompt_words', 'min_words'\]",
+    ):
+        load_dataset("chitchat-openings", "train", foo=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("chitchat-dialogue", ("context_turns",)),
+        ("chitchat-openings", ("prompt_words", "min_words")),
+        ("aclsum", ()),
+        ("data.csv", ()),
+        ("hf:imdb", ("prompt_column", "reference_column")),
+    ],
+)
+def test_dataset_options_are_the_builders_parameters(name: str, options: tuple) -> None:
+    assert dataset_options(name) == options
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("chitchat-openings", {"prompt_words": [6]}, r"prompt_words must be a positive int, got \[6\]"),
+        ("chitchat-openings", {"min_words": {}}, r"min_words must be an int above prompt_words=6, got \{\}"),
+        ("chitchat-dialogue", {"context_turns": [3]}, r"context_turns must be a positive int, got \[3\]"),
+        ("chitchat-dialogue", {"context_turns": True}, r"context_turns must be a positive int, got True"),
+    ],
+)
+def test_option_values_are_checked_before_the_cache(name: str, options: dict, message: str) -> None:
+    """A list used to reach the builders' lru_cache first: "unhashable type: 'list'"."""
+    with pytest.raises(ValueError, match=message):
+        load_dataset(name, "train", **options)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="'datasets' is installed")
@@ -529,3 +569,37 @@ def test_falsy_ids_are_kept(tmp_path: Path, falsy: object) -> None:
     path = tmp_path / "ids.jsonl"
     path.write_text(json.dumps({"id": falsy, "prompt": "hi", "reference": "hello", "split": "train"}) + "\n")
     assert file_examples(path, "train")[0].id == str(falsy)
+
+
+# --- data files: every error names the file and the line -------------------------------------------
+
+
+def test_csv_field_past_the_csv_limit_names_the_file_and_line(tmp_path: Path) -> None:
+    """It used to be a bare `_csv.Error: field larger than field limit (131072)`."""
+    path = tmp_path / "long.csv"
+    path.write_text("prompt,reference\nhi,hello\n" + "p," + "x" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ValueError, match=r"long\.csv:3: a field is longer than 131,072 characters.*\.jsonl"):
+        file_examples(path, "train")
+
+
+def test_csv_lines_count_the_lines_of_quoted_multi_line_fields(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text('prompt,reference\n"two\nlines",r\n\nhi,\n')
+    with pytest.raises(ValueError, match=r"data\.csv:5: the 'reference' column is empty"):
+        file_examples(path, "train")
+
+
+def test_jsonl_nested_too_deep_names_the_file_and_line(tmp_path: Path) -> None:
+    """It used to be a bare RecursionError."""
+    path = tmp_path / "deep.jsonl"
+    depth = 100_000
+    path.write_text('{"prompt": "p", "reference": "r"}\n' + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(ValueError, match=r"deep\.jsonl:2: JSON nested too deeply"):
+        file_examples(path, "train")
+
+
+def test_jsonl_integer_past_the_digit_limit_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"prompt": "p", "reference": "r", "id": ' + "9" * 5000 + "}\n")
+    with pytest.raises(ValueError, match=r"big\.jsonl:1: not valid JSON"):
+        file_examples(path, "train")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,14 +80,19 @@ def test_two_ranks_take_the_update_one_process_takes_on_the_union_of_their_batch
         torch.testing.assert_close(state[key], after[0][key], rtol=1e-4, atol=1e-6)
 
 
+def torchrun_train(out: Path, budget_tokens: int, *extra: str) -> list[str]:
+    """``torchrun`` (2 ranks) of ``textgym train`` on the tiny model, small batches, no time budget."""
+    return [
+        *TORCHRUN, "-m", "textgym", "train", "--env", "TextGen-Sentiment-v0", "--model", "tiny",
+        "--profile", "quick", "--budget-tokens", str(budget_tokens), "--budget-minutes", "1e4",
+        "--eval-prompts", "2", "--eval-every", "0", "--batch-episodes", "4",
+        "--hyperparams", "minibatch_episodes=2", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
 def test_torchrun_textgym_train_writes_one_run_directory_and_logs_once(tmp_path):
     out = tmp_path / "run"
-    command = [
-        *TORCHRUN, "-m", "textgym", "train", "--env", "TextGen-Sentiment-v0", "--model", "tiny",
-        "--profile", "quick", "--budget-tokens", "40", "--budget-minutes", "1e4", "--eval-prompts", "2",
-        "--eval-every", "0", "--batch-episodes", "4", "--hyperparams", "minibatch_episodes=2",
-        "--out", str(out),
-    ]  # fmt: skip
+    command = torchrun_train(out, 40)
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("evaluating the untrained model") == 1
@@ -102,3 +110,75 @@ def test_torchrun_refuses_the_algorithms_it_cannot_split(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=re.escape(expected)):
         train(config, tmp_path / "run", console=Console(quiet=True))
     assert not (tmp_path / "run").exists()
+
+
+def rank_pids(launcher: int) -> dict[int, int]:
+    """``{rank: pid}`` of the processes that the torchrun process ``launcher`` started (/proc)."""
+    ranks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != launcher:
+                continue
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        rank = next((line[5:] for line in environ if line.startswith(b"RANK=")), None)
+        if rank is not None:
+            ranks[int(rank)] = int(stat.parent.name)
+    return ranks
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def until(condition, polls: int = 1200, every: float = 0.1) -> bool:
+    """Poll ``condition`` a bounded number of times (a guard against hanging, not a timing)."""
+    for _ in range(polls):
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def trained_tokens(out: Path) -> int:
+    """Tokens trained on in the current checkpoint of the run ``out`` (0 before its first)."""
+    try:
+        current = json.loads((out / "checkpoints" / "current.json").read_text())["checkpoint"]
+        return json.loads((out / "checkpoints" / str(current) / "state.json").read_text())["tokens"]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet
+        return 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+def test_a_killed_rank_ends_the_run_instead_of_hanging_and_it_resumes(tmp_path):
+    """``kill -9`` of one rank while the ranks train: the other's next collective fails (its
+    peer's socket closed) and torchrun ends it, so the launch ends rather than hangs; the run
+    directory holds a whole checkpoint, and ``--resume`` under torchrun finishes the run from it."""
+    out, log = tmp_path / "run", (tmp_path / "log").open("w")
+    command = torchrun_train(out, 10**9, "--checkpoint-minutes", "0")  # a checkpoint every batch
+    launcher = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        # Two batches in (256 tokens each): a run that started over would have fewer than this one.
+        assert until(lambda: trained_tokens(out) >= 512 or launcher.poll() is not None)
+        ranks = rank_pids(launcher.pid)
+        assert sorted(ranks) == [0, 1]
+        os.kill(ranks[1], signal.SIGKILL)
+        assert launcher.wait(timeout=300) != 0  # a bound on a hang: it ends once rank 0 is told
+        assert not alive(ranks[0])
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        log.close()
+    trained = trained_tokens(out)
+    assert json.loads((out / "run.json").read_text())["status"] != "finished" and trained >= 512
+    # Resumed with a budget it has already spent: it continues from the checkpoint and finishes.
+    result = subprocess.run(torchrun_train(out, 1, "--resume"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["summary"]["train_tokens"] >= trained

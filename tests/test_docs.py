@@ -374,7 +374,7 @@ def test_readme_leaderboard_block_is_generated():
 
 @pytest.mark.parametrize("path", ["README.md", "docs/algorithms/grpo.md"])
 def test_the_grpo_dialogue_examples_use_the_registrys_values(path):
-    """"How do I train GRPO on Dialogue" is answered with the registry's values, so the example
+    """The answer to "how do I train GRPO on Dialogue" uses the registry's values, so the example
     cannot drift from ``agents/hyperparams/grpo.yml``."""
     from textgym.agents.runs.hyperparams import hyperparams
 

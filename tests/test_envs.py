@@ -290,6 +290,26 @@ def test_step_before_reset_and_after_end_raise():
         ({"system_prompt": 3}, TypeError, "system_prompt must be a string or None, got int"),
         ({"chat_template": "no"}, TypeError, "chat_template must be True, False or None"),
         ({"dataset_kwargs": {"prompt_words": 0}}, ValueError, "prompt_words must be a positive int"),
+        # Wrong container types used to surface as Python internals ("unhashable type: 'list'",
+        # "'list' object is not a mapping", "opening_examples() got an unexpected keyword argument").
+        ({"model": ["tiny"]}, TypeError, r"model must be a non-empty string .*got \['tiny'\]"),
+        (
+            {"dataset_kwargs": [1]},
+            TypeError,
+            r"dataset_kwargs must be a dict of options for dataset 'chitchat-openings' \(accepted keys: "
+            r"\['prompt_words', 'min_words'\]\) or None, got list \[1\]",
+        ),
+        (
+            {"dataset_kwargs": {"foo": 1}},
+            TypeError,
+            r"dataset_kwargs has unknown key\(s\) \['foo'\] for dataset 'chitchat-openings'; "
+            r"accepted keys: \['prompt_words', 'min_words'\]",
+        ),
+        (
+            {"dataset_kwargs": {"prompt_words": [6]}},
+            ValueError,
+            r"prompt_words must be a positive int, got \[6\]",
+        ),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, error, match):
@@ -297,6 +317,31 @@ def test_bad_constructor_arguments_raise(kwargs, error, match):
     with warnings.catch_warnings(), pytest.raises(error, match=match):
         warnings.simplefilter("ignore")
         make("TextGen-Sentiment-v0", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "accepted"),
+    [
+        ("TextGen-Dialogue-v0", r"\['context_turns'\]"),
+        ("TextGen-Summarization-v0", "none"),
+        ("TextGen-Sentiment-v0", r"\['prompt_words', 'min_words'\]"),
+    ],
+)
+def test_unknown_dataset_kwargs_name_the_accepted_keys_of_the_dataset(env_id, accepted):
+    with pytest.raises(
+        TypeError, match=rf"dataset_kwargs has unknown key\(s\) \['foo'\] .*accepted keys: {accepted}"
+    ):
+        make(env_id, dataset_kwargs={"foo": 1})
+
+
+def test_dataset_kwargs_of_a_data_file_accept_no_keys(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "reference": "hello", "split": "train"}) + "\n")
+    with pytest.raises(
+        TypeError, match=r"unknown key\(s\) \['prompt_words'\] .*mine\.jsonl'; accepted keys: none"
+    ):
+        make("TextGen-Sentiment-v0", dataset=str(data), dataset_kwargs={"prompt_words": 3})
+    assert len(make("TextGen-Sentiment-v0", dataset=str(data), dataset_kwargs={}).examples) == 1
 
 
 def test_empty_split_raises(tmp_path):

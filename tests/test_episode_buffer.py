@@ -134,6 +134,15 @@ def test_a2c_whole_buffer_runs_one_row_per_episode():
     assert len(roots) == len(episode_segments(starts))
 
 
+def test_a2c_with_sb3s_plain_buffer_does_not_warn():
+    """A2C updates on the whole rollout: its episodes are whole with any buffer (the warning
+    named EpisodeRolloutBuffer for A2C though it changed nothing)."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        A2C(LMActorCriticPolicy, venv(n_envs=2), n_steps=6, policy_kwargs=TINY).learn(24)
+    assert not [w for w in record if "rollout_buffer_class" in str(w.message)]
+
+
 def test_plain_buffer_warns_once_naming_the_argument_and_the_episode_buffer_does_not():
     env = venv(n_envs=2)
     with pytest.warns(

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 import textgym
+from textgym.agents.leaderboard import runner
 from textgym.agents.leaderboard.board import hyperparameter_lines, select
-from textgym.agents.leaderboard.config import AGENTS, TRAINED, LeaderboardConfig, RunSpec
+from textgym.agents.leaderboard.config import AGENTS, PROFILES, TRAINED, LeaderboardConfig, RunSpec
 from textgym.agents.leaderboard.runner import run_isolated
-from textgym.agents.leaderboard.store import append_record, read_records
+from textgym.agents.leaderboard.store import append_record, load_records, read_records
 from textgym.agents.runs.hyperparams import hyperparams
 from textgym.cli import main
+from textgym.models import DEFAULT_MODEL
 
 AGENTS_DIR = Path(__file__).resolve().parent.parent / "agents"
 
@@ -188,20 +190,112 @@ def test_board_of_one_env_keeps_the_other_envs_rows():
     ]  # another configuration's: not shown
 
 
+def record(key: str) -> dict:
+    """The fields of a record that identify its run (what every reader of the records keys on)."""
+    return {"key": key, "env": SENTIMENT, "agent": "sample", "seed": 0}
+
+
 def test_torn_last_line_is_skipped(tmp_path):
     path = tmp_path / "runs.jsonl"
-    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "tru')
-    assert read_records(path) == [{"key": "a"}]
+    path.write_text(json.dumps(record("a")) + "\n" + '{"key": "b", "tru')
+    assert read_records(path) == [record("a")]
+    assert load_records(path) == ([record("a")], 1)
 
 
 def test_a_record_appended_after_a_torn_line_is_readable(tmp_path):
     """A writer killed mid-line leaves a torn last line: the next record starts on a line of its
     own (not glued to the torn one, where it would be lost from the board)."""
     path = tmp_path / "runs.jsonl"
-    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "tru')
-    append_record(path, {"key": "c"})
-    append_record(path, {"key": "d"})
-    assert read_records(path) == [{"key": "a"}, {"key": "c"}, {"key": "d"}]
+    path.write_text(json.dumps(record("a")) + "\n" + '{"key": "b", "tru')
+    append_record(path, record("c"))
+    append_record(path, record("d"))
+    assert read_records(path) == [record("a"), record("c"), record("d")]
+
+
+MALFORMED = [
+    {"x": 1},  # no key
+    {"key": ["a"]},  # a key that is not a string (unhashable)
+    {"key": "k", "env": SENTIMENT, "agent": "sample"},  # no seed
+    {"key": "k", "env": SENTIMENT, "agent": "sample", "seed": "0"},
+    [1, 2],  # not an object
+    "text",
+]
+
+
+def test_records_without_a_usable_key_are_skipped_and_counted(tmp_path, capsys, runs_in_this_process):
+    """Lines of runs.jsonl that are JSON but not records (edited by hand) are skipped and counted,
+    as torn lines are, and the leaderboard says how many; it runs and writes its board."""
+    results = tmp_path / "results"
+    results.mkdir()
+    lines = [json.dumps(value) for value in MALFORMED] + ["", '{"key": "torn", "tru']
+    (results / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    assert load_records(results / "runs.jsonl") == ([], len(MALFORMED) + 1)  # the blank line is no record
+    args = ["leaderboard", "--quick", "--results", str(results), "--agents", "sample", "--envs", SENTIMENT]
+    assert main([*args, "--eval-prompts", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and "error" not in out
+    assert f"skipped {len(MALFORMED) + 1} lines of {results / 'runs.jsonl'}" in out.replace("\n", "")
+    [new] = read_records(results / "runs.jsonl")
+    assert new["agent"] == "sample" and (results / "LEADERBOARD.md").is_file()
+    assert (results / "runs.jsonl").read_text().startswith("\n".join(lines))  # nothing rewritten
+
+
+def test_an_option_given_with_quick_wins_even_at_the_full_profiles_value(
+    tmp_path, capsys, runs_in_this_process
+):
+    """``--quick`` fills in only what was not given: ``--quick --seeds 0,1`` runs both seeds,
+    and every other option it sets (model, budgets, prompts, results) keeps a value given
+    explicitly, also one equal to the full leaderboard's default."""
+    seen = []
+
+    def capture(config, console):
+        seen.append(config.resolved())
+
+    given = dict(
+        seeds="0,1", model=DEFAULT_MODEL, budget_tokens=100_000, budget_minutes=5.0, eval_prompts=64,
+        results="leaderboard",
+    )  # fmt: skip
+    assert given == PROFILES["default"]
+    flags = [x for name, value in given.items() for x in (f"--{name.replace('_', '-')}", str(value))]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "run_leaderboard", capture)
+        assert main(["leaderboard", "--quick", *flags]) == 0
+        assert main(["leaderboard", "--quick"]) == 0  # nothing given: the quick profile
+    assert [{name: getattr(config, name) for name in given} for config in seen] == [given, PROFILES["quick"]]
+    assert LeaderboardConfig(quick=True, **given).resolved().seed_list() == [0, 1]
+    # End to end: both seeds run, and the records say so.
+    results = tmp_path / "results"
+    args = ["leaderboard", "--quick", "--seeds", "0,1", "--results", str(results), "--agents", "sample"]
+    assert main([*args, "--envs", SENTIMENT, "--eval-prompts", "2"]) == 0
+    assert sorted(r["seed"] for r in read_records(results / "runs.jsonl")) == [0, 1]
+
+
+def test_a_second_leaderboard_on_the_same_results_is_refused(tmp_path, capsys, monkeypatch):
+    """Two leaderboards on one --results at once would run the same runs twice: while the first
+    runs, the second is refused with one message naming the first's process, and writes nothing;
+    the first's records are whole and single; once it ends, the same command runs (resumes)."""
+    results = tmp_path / "results"
+    args = ["leaderboard", "--quick", "--results", str(results), "--agents", "sample", "--envs", SENTIMENT]
+    args += ["--eval-prompts", "2"]
+    second: list[int | None] = []
+
+    def run_with_a_second_leaderboard(config, spec, out):
+        if not second:  # the first leaderboard's run (the second's, if it ran one, goes on as usual)
+            second.append(None)
+            before = snapshot(results)
+            second[0] = main(args)  # started while the first one runs
+            assert snapshot(results) == before
+        return runner.run_one(config, spec, out)
+
+    monkeypatch.setattr(runner, "run_isolated", run_with_a_second_leaderboard)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert second == [2] and "Traceback" not in out
+    expected = f"leaderboard results {results} are being written by process {os.getpid()}"
+    assert expected in out.replace("\n", "")
+    [first] = read_records(results / "runs.jsonl")
+    assert main(args) == 0 and second == [2]  # the lock is free again: nothing left to run
+    assert "1 already in" in capsys.readouterr().out and read_records(results / "runs.jsonl") == [first]
 
 
 @pytest.mark.parametrize(
@@ -425,6 +519,16 @@ def test_the_quick_board_on_a_local_ray_instance_writes_what_the_sequential_one_
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the test's own instance
     try:
+        # More CPUs (or GPUs) per run than any node has: Ray would leave the tasks pending for
+        # ever; the leaderboard says so at once, with the numbers, and writes nothing.
+        for ask, asked in (
+            (["--ray-cpus", "8"], "8 CPUs and 0 GPUs"),
+            (["--ray-gpus", "1"], "2 CPUs and 1 GPUs"),
+        ):
+            assert main([*common, *place("ray"), "--ray", *ask]) == 2
+            out = capsys.readouterr().out.replace("\n", "")
+            assert f"asks Ray for {asked}" in out and "its largest node has 2 CPUs and 0 GPUs" in out
+            assert not (tmp_path / "ray").exists()
         assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0
         capsys.readouterr()
         assert main([*common, *place("ray"), "--ray", "--ray-cpus", "1"]) == 0  # resumes: nothing to run

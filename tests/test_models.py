@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +20,10 @@ from transformers import AutoModelForCausalLM
 import textgym
 from textgym.models import DEFAULT_MODEL, KNOWN_MODELS, load_model, load_tokenizer, loading, logits_width
 from textgym.models.sampling import LMSampler, logits_processors, run_episode, sample_tokens
+
+
+def version() -> str:
+    return loading.importlib.metadata.version(loading._GGUF_PACKAGE)
 
 
 def test_tiny_model_shapes_and_tokenizer():
@@ -43,9 +52,10 @@ def test_dtype_option():
         load_model("tiny", dtype="float16")
 
 
-@pytest.mark.parametrize(("name", "error"), [("", TypeError), (None, TypeError), (12, TypeError)])
-def test_bad_model_names_raise_type_error(name, error):
-    with pytest.raises(error, match="model must be a non-empty string"):
+@pytest.mark.parametrize("name", ["", None, 12, ["tiny"], {"tiny": 1}])
+def test_bad_model_names_raise_type_error(name):
+    # A list used to reach the tokenizer's lru_cache first: "unhashable type: 'list'".
+    with pytest.raises(TypeError, match="model must be a non-empty string"):
         load_tokenizer(name)
 
 
@@ -83,7 +93,7 @@ def test_failed_conversion_leaves_no_cache_behind(monkeypatch, tmp_path):
     monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
         loading.default_model_dir()
-    assert list((tmp_path / "models").iterdir()) == []
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [f".{DEFAULT_MODEL}-{version()}.lock"]
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
@@ -175,8 +185,7 @@ def test_corrupt_cache_names_the_folder_to_delete(monkeypatch, tmp_path):
 
 def test_stale_staging_folders_are_cleaned(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    version = loading.importlib.metadata.version(loading._GGUF_PACKAGE)
-    models, name = tmp_path / "models", f"{DEFAULT_MODEL}-{version}"
+    models, name = tmp_path / "models", f"{DEFAULT_MODEL}-{version()}"
     old, fresh = models / f".{name}.old.tmp", models / f".{name}.fresh.tmp"
     old.mkdir(parents=True)
     fresh.mkdir()
@@ -264,48 +273,6 @@ def test_observation_rows_invert_left_padding_for_env_arrays_and_sb3_tensors():
 # -- the cached copy is a plain transformers model ------------------------------------------------
 
 
-def fake_default_cache(monkeypatch, tmp_path, quantization_config):
-    """A cached 'default model' (the tiny one) as an earlier textgym left it, under a temporary cache."""
-    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    version = loading.importlib.metadata.version(loading._GGUF_PACKAGE)
-    target = tmp_path / "models" / f"{DEFAULT_MODEL}-{version}"
-    load_model("tiny").save_pretrained(target)
-    load_tokenizer("tiny").save_pretrained(target)
-    config = json.loads((target / "config.json").read_text())
-    if quantization_config:
-        config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
-    (target / "config.json").write_text(json.dumps(config, indent=2))
-    (target / loading._MARKER).write_text("{}")
-    return target
-
-
-def test_an_old_cache_loses_its_quantization_config_once(monkeypatch, tmp_path, caplog):
-    target = fake_default_cache(monkeypatch, tmp_path, quantization_config=True)
-    before = json.loads((target / "config.json").read_text())
-    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
-        assert loading.default_model_dir() == target
-        assert loading.default_model_dir() == target  # migrated once: no second message
-    messages = [r.getMessage() for r in caplog.records if r.name == "textgym.models.loading"]
-    assert len(messages) == 1 and "quantization_config" in messages[0] and "\n" not in messages[0]
-    after = json.loads((target / "config.json").read_text())
-    assert "quantization_config" not in after
-    assert {k: v for k, v in before.items() if k != "quantization_config"} == after
-    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary file left
-    # Any library now loads it as an ordinary, trainable fp32 model.
-    model = AutoModelForCausalLM.from_pretrained(target)
-    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
-    assert model.dtype == torch.float32
-    assert torch.equal(model.lm_head.weight, load_model("tiny").lm_head.weight)
-
-
-def test_a_current_cache_is_left_alone(monkeypatch, tmp_path, caplog):
-    target = fake_default_cache(monkeypatch, tmp_path, quantization_config=False)
-    config_bytes = (target / "config.json").read_bytes()
-    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
-        assert loading.default_model_dir() == target
-    assert (target / "config.json").read_bytes() == config_bytes and not caplog.records
-
-
 def test_loading_shows_no_progress_bar_and_restores_the_setting(tmp_path, capfd):
     from transformers.utils import logging as hf_logging
 
@@ -335,22 +302,51 @@ def test_the_converted_default_model_is_a_plain_fp32_model():
     assert torch.equal(reference.lm_head.weight, model.lm_head.weight)
 
 
-def fake_conversion(monkeypatch):
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """The tiny model and its tokenizer saved as an ordinary model folder, made while the suite's
+    own model cache is in use: what the fake conversion below "converts"."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    load_model("tiny").save_pretrained(folder)
+    load_tokenizer("tiny").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def fake_conversion(monkeypatch, tiny_folder):
     """Make "converting the GGUF" produce the tiny model in no time; returns the call counter."""
     calls = []
+    tokenizer = loading.AutoTokenizer.from_pretrained
 
     def convert():
         calls.append(1)
-        return load_model("tiny")
+        return AutoModelForCausalLM.from_pretrained(tiny_folder)
 
     monkeypatch.setattr(loading, "load_gguf_model", convert)
-    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: load_tokenizer("tiny"))
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: tokenizer(tiny_folder))
     return calls
 
 
-def test_a_truncated_cache_is_converted_again_with_one_message(monkeypatch, tmp_path, caplog):
+def loading_messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "textgym.models.loading"]
+
+
+def test_the_conversion_records_every_file_size_and_hash(monkeypatch, tmp_path, fake_conversion):
     monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    calls = fake_conversion(monkeypatch)
+    target = loading.default_model_dir()
+    marker = json.loads((target / loading._MARKER).read_text())
+    files = sorted(p.name for p in target.iterdir() if p.name != loading._MARKER)
+    assert "model.safetensors" in files and sorted(marker["sizes"]) == sorted(marker["sha256"]) == files
+    weights = (target / "model.safetensors").read_bytes()
+    assert marker["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
+    assert loading.cache_damage(target) is None
+
+
+def test_a_truncated_cache_is_converted_again_with_one_message(
+    monkeypatch, tmp_path, caplog, fake_conversion
+):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    calls = fake_conversion
     target = loading.default_model_dir()
     marker = json.loads((target / loading._MARKER).read_text())
     weights = target / "model.safetensors"
@@ -359,29 +355,108 @@ def test_a_truncated_cache_is_converted_again_with_one_message(monkeypatch, tmp_
         handle.truncate(weights.stat().st_size // 2)
     with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
         assert loading.default_model_dir() == target
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "textgym.models.loading"]
-    assert "damaged (model.safetensors has" in message and "converting it again" in message
+    (message,) = loading_messages(caplog)
+    assert "cannot be used (model.safetensors has" in message and "converting it again" in message
     assert len(calls) == 2 and weights.stat().st_size == marker["sizes"]["model.safetensors"]
-    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]
     load_model(DEFAULT_MODEL)  # loads again
 
 
-def test_a_cache_corrupted_in_place_is_one_clear_error(monkeypatch, tmp_path):
+def overwrite_middle(path, size=1 << 20):
+    """Overwrite ``size`` bytes in the middle of a file, keeping its size (a bad disk block, a
+    stray write): only the content hash can tell."""
+    total = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.seek(total // 2 - size // 2)
+        handle.write(np.random.default_rng(0).bytes(size))
+    assert path.stat().st_size == total
+
+
+def test_a_cache_corrupted_in_place_is_converted_again_with_one_message(
+    monkeypatch, tmp_path, caplog, fake_conversion
+):
+    """1 MiB overwritten mid-file used to load silently as a NaN model."""
     monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    fake_conversion(monkeypatch)
-    weights = loading.default_model_dir() / "model.safetensors"
-    size = weights.stat().st_size
-    weights.write_bytes(b"\xff" * size)  # same size, garbage: only the load can tell
-    with pytest.raises(
-        ValueError, match=r"cached copy of the default model .* is unreadable .*delete that folder"
-    ):
-        load_model(DEFAULT_MODEL)
+    calls = fake_conversion
+    target = loading.default_model_dir()
+    good = load_model(DEFAULT_MODEL).lm_head.weight.detach().clone()
+    overwrite_middle(target / "model.safetensors")
+    loading._sha256.cache_clear()  # a new process: its first use checks the hashes
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        model = load_model(DEFAULT_MODEL)
+    (message,) = loading_messages(caplog)
+    assert "cannot be used (model.safetensors was changed in place: its SHA-256 hash" in message
+    assert "converting it again" in message and "\n" not in message
+    assert len(calls) == 2
+    assert torch.equal(model.lm_head.weight, good) and loading.cache_damage(target) is None
 
 
-def test_the_cache_gets_the_process_file_mode_not_owner_only(monkeypatch, tmp_path):
+def test_the_weights_are_hashed_once_per_process_and_file_version(monkeypatch, tmp_path, fake_conversion):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    target = loading.default_model_dir()
+    loading._sha256.cache_clear()
+    hashed = []
+    digest = loading.hashlib.sha256
+
+    def counting(*args):
+        hashed.append(1)
+        return digest(*args)
+
+    monkeypatch.setattr(loading.hashlib, "sha256", counting)
+    for _ in range(3):
+        assert loading.default_model_dir() == target
+    files = len(json.loads((target / loading._MARKER).read_text())["sha256"])
+    assert len(hashed) == files  # each file once, however often the cache is used
+    overwrite_middle(target / "model.safetensors")
+    os.utime(target / "model.safetensors", ns=(0, 0))  # another version of the file: checked again
+    assert "model.safetensors was changed in place" in loading.cache_damage(target)
+    assert len(hashed) == files + 1  # that file alone, hashed again
+
+
+def test_a_cache_without_hashes_from_an_earlier_version_is_converted_again_once(
+    monkeypatch, tmp_path, caplog, fake_conversion
+):
+    """Earlier versions recorded sizes only (or nothing), and some kept the GGUF
+    quantization_config: such a copy cannot be checked, so it is converted again, once."""
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    calls = fake_conversion
+    target = tmp_path / "models" / f"{DEFAULT_MODEL}-{version()}"
+    load_model("tiny", seed=1).save_pretrained(target)
+    load_tokenizer("tiny").save_pretrained(target)
+    config = json.loads((target / "config.json").read_text())
+    config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    sizes = {p.name: p.stat().st_size for p in target.iterdir()}
+    (target / loading._MARKER).write_text(json.dumps({"sizes": sizes}))
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        assert loading.default_model_dir() == target
+        assert loading.default_model_dir() == target
+    (message,) = loading_messages(caplog)
+    assert "records no content hashes" in message and "converting it again" in message
+    assert len(calls) == 1
+    assert "quantization_config" not in json.loads((target / "config.json").read_text())
+    # Any library now loads it as an ordinary, trainable fp32 model: the converted one.
+    model = AutoModelForCausalLM.from_pretrained(target)
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
+    assert model.dtype == torch.float32
+    assert torch.equal(model.lm_head.weight, load_model("tiny").lm_head.weight)
+
+
+def test_a_whole_cache_is_left_alone(monkeypatch, tmp_path, caplog, fake_conversion):
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    calls = fake_conversion
+    target = loading.default_model_dir()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in target.iterdir()}
+    loading._sha256.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="textgym.models.loading"):
+        assert loading.default_model_dir() == target
+    assert not loading_messages(caplog) and len(calls) == 1
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in target.iterdir()} == before
+
+
+def test_the_cache_gets_the_process_file_mode_not_owner_only(monkeypatch, tmp_path, fake_conversion):
     """One cache can serve every user of a machine: tempfile's 0700/0600 must not stick."""
     monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
-    fake_conversion(monkeypatch)
     old = os.umask(0o022)
     try:
         target = loading.default_model_dir()
@@ -389,3 +464,125 @@ def test_the_cache_gets_the_process_file_mode_not_owner_only(monkeypatch, tmp_pa
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in target.iterdir()} == {0o644}
+
+
+# -- a cache that cannot be written --------------------------------------------------------------
+
+
+def test_a_cache_under_a_file_is_one_error_naming_the_variable(monkeypatch, tmp_path):
+    """It used to be a 26-line NotADirectoryError traceback from every command and gym.make."""
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path / "a-file" / "cache"))
+    expected = (
+        rf"TEXTGYM_CACHE={tmp_path}/a-file/cache cannot be created: {tmp_path}/a-file is a file, "
+        r"not a folder; set TEXTGYM_CACHE to a writable folder"
+    )
+    with pytest.raises(ValueError, match=expected):
+        loading.default_model_dir()
+    with pytest.raises(ValueError, match=expected):
+        gym.make("TextGen-Sentiment-v0", model="tiny")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_is_one_error_naming_the_variable(monkeypatch, tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    monkeypatch.setenv("TEXTGYM_CACHE", str(folder / "cache"))
+    try:
+        with pytest.raises(
+            ValueError, match=r"TEXTGYM_CACHE=.*read-only.*is not writable.*set TEXTGYM_CACHE"
+        ):
+            loading.default_model_dir()
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_whole_cache_in_a_read_only_place_still_serves(monkeypatch, tmp_path, fake_conversion):
+    """Reading needs no lock: a cache another user (or an image build) filled stays usable."""
+    monkeypatch.setenv("TEXTGYM_CACHE", str(tmp_path))
+    target = loading.default_model_dir()
+
+    def no_lock(target):
+        raise AssertionError("a whole cache needs no lock")
+
+    monkeypatch.setattr(loading, "_conversion_lock", no_lock)
+    loading._sha256.cache_clear()
+    assert loading.default_model_dir() == target
+
+
+# -- two processes converting at once ------------------------------------------------------------
+
+# Each process fakes the conversion (the tiny model, saved by the test) and, while converting,
+# waits until the other process is either converting too or waiting for the lock: so the two
+# overlap whatever the machine's speed. Without a lock, both would convert.
+RACE = """
+import json, logging, sys, time
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from textgym.models import loading
+
+me, other, source, signals = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+
+
+class Waiting(logging.Handler):
+    def emit(self, record):
+        if "waiting for another process" in record.getMessage():
+            (signals / f"waiting-{me}").touch()
+
+
+logging.getLogger("textgym.models.loading").addHandler(Waiting())
+load_tokenizer = AutoTokenizer.from_pretrained
+
+
+def convert():
+    (signals / f"converting-{me}").touch()
+    while not any((signals / f"{what}-{other}").exists() for what in ("waiting", "converting")):
+        time.sleep(0.01)  # the test stops this process if the other one fails
+    return AutoModelForCausalLM.from_pretrained(source)
+
+
+loading.load_gguf_model = convert
+loading.AutoTokenizer.from_pretrained = lambda *a, **k: load_tokenizer(source)
+target = loading.default_model_dir()
+weights = loading.load_model(loading.DEFAULT_MODEL).lm_head.weight.detach()
+print(json.dumps({"target": str(target), "sum": float(weights.double().sum())}))
+"""
+
+
+def test_two_processes_converting_into_an_empty_cache_convert_once(tmp_path):
+    source, signals, cache = tmp_path / "source", tmp_path / "signals", tmp_path / "cache"
+    signals.mkdir()
+    load_model("tiny").save_pretrained(source)
+    load_tokenizer("tiny").save_pretrained(source)
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    env = {**os.environ, "TEXTGYM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    processes, logs = [], []
+    for me, other in (("a", "b"), ("b", "a")):
+        out, err = tmp_path / f"{me}.out", tmp_path / f"{me}.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            command = [sys.executable, str(script), me, other, str(source), str(signals)]
+            processes.append(subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr))
+        logs.append((out, err))
+    try:
+        # Until both end, or one fails (the other would wait for it for ever).
+        while any(p.poll() is None for p in processes) and not any(p.poll() for p in processes):
+            time.sleep(0.05)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    for process, (_, err) in zip(processes, logs):
+        assert process.returncode == 0, err.read_text()
+    answers = [json.loads(out.read_text().splitlines()[-1]) for out, _ in logs]
+    expected = float(load_model("tiny").lm_head.weight.detach().double().sum())
+    target = Path(answers[0]["target"])
+    assert [a["target"] for a in answers] == [str(target)] * 2 and target.parent.parent == cache
+    assert [a["sum"] for a in answers] == [expected] * 2  # both have the right weights
+    converted = sorted(p.name for p in signals.iterdir() if p.name.startswith("converting"))
+    waited = sorted(p.name for p in signals.iterdir() if p.name.startswith("waiting"))
+    assert len(converted) == 1 and len(waited) == 1  # one converted, the other waited for it
+    assert loading.cache_damage(target) is None
+    assert not [p for p in target.parent.iterdir() if p.suffix == ".tmp"]  # no staging folder left

@@ -165,6 +165,11 @@ def test_the_policy_alone_round_trips_and_its_kwargs_pickle(tmp_path):
         ({"model": "tiny", "dtype": "float64"}, ValueError, "dtype must be one of"),
         ({"model": "tiny", "lora": "yes"}, TypeError, "lora must be None, True or a dict"),
         ({"model": "tiny", "lora": {"rank": 4}}, TypeError, "bad lora arguments"),
+        (
+            {"model": "tiny", "lora": {"target_modules": ["q_proj", "qkv"]}},
+            ValueError,
+            r"lora target_modules \['qkv'\]: no module of LlamaForCausalLM has that name",
+        ),  # fmt: skip
         ({"model": "tiny", "separate_critic": 1}, TypeError, "separate_critic must be True or False"),
         ({"model": "no/such-model"}, ValueError, "unknown model 'no/such-model'"),
     ],
@@ -183,6 +188,11 @@ def test_bad_policy_kwargs_raise_clear_errors(kwargs, error, match):
         ({"top_p": 0}, ValueError, r"top_p must be in \(0, 1\]"),
         ({"dtype": "float64"}, ValueError, "dtype must be one of"),
         ({"lora": "yes"}, TypeError, "lora must be None, True or a dict"),
+        ({"lora": {"r": -1}}, ValueError, r"lora r \(the adapters' rank\) must be an int >= 1, got -1"),
+        ({"lora": {"r": 2.5}}, ValueError, r"lora r \(the adapters' rank\) must be an int >= 1, got 2.5"),
+        ({"lora": {"lora_alpha": "x"}}, ValueError, "lora lora_alpha must be a number > 0, got 'x'"),
+        ({"lora": {"lora_dropout": 1.0}}, ValueError, r"lora lora_dropout must be a number in \[0, 1\)"),
+        ({"lora": {"target_modules": []}}, ValueError, "lora target_modules must be a list of module names"),
         ({"separate_critic": "no"}, TypeError, "separate_critic must be True or False"),
     ],
 )

@@ -66,8 +66,18 @@ def test_parse_budget_rejects_a_repeated_budget(text, twice):
         ({"hyperparams": {"kl_estimator": "k9"}}, r"kl_estimator must be one of \('k1', 'k3'\), got 'k9'"),
         ({"hyperparams": {"reward_normalization": "x"}}, "reward_normalization must be one of"),
         ({"hyperparams": {"gamma": 1.5}}, r"gamma must be a number in \[0, 1\]"),
+        # LoRA arguments, checked against the model before anything is written.
+        ({"hyperparams": {"policy_kwargs": {"lora": {"r": -1}}}}, r"lora r \(the adapters' rank\) must be"),
+        ({"hyperparams": {"policy_kwargs": {"lora": {"target_modules": ["nope"]}}}},
+         r"lora target_modules \['nope'\]: no module of LlamaForCausalLM has that name"),
+        ({"hyperparams": {"policy_kwargs": {"lora": {"target_modules": "nope"}}}},
+         "bad lora arguments .* for the model 'tiny': Target modules nope not found"),
+        ({"hyperparams": {"policy_kwargs": {"lora": {"bias": "x"}}}}, "Requested bias: x, is not implem"),
+        # Seeds NumPy can take: an overflow used to come after the run directory was written.
+        ({"seed": 2**32}, "seed must be an int from 0 to 4294967295, got 4294967296"),
+        ({"seed": -1}, "seed must be an int from 0 to 4294967295, got -1"),
     ],
-)
+)  # fmt: skip
 def test_bad_config_stops_before_writing(tmp_path, change, match):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=match):

@@ -7,16 +7,21 @@ cannot bind)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import os
+import re
+import signal
+from pathlib import Path
 
 import pytest
 from rich.console import Console
-from run_helpers import QUIET, TINY, snapshot, tiny_config
+from run_helpers import QUIET, TINY, sigterm_fails_the_test, snapshot, tiny_config
 
+from textgym import atomic
 from textgym.agents import EpisodeRolloutBuffer, LMQPolicy, export_model
-from textgym.agents.runs import training
+from textgym.agents.runs import rundir, training
 from textgym.agents.runs.callbacks import Run
 from textgym.agents.runs.checkpoints import (
     CHECKPOINTS,
@@ -204,6 +209,164 @@ def test_ctrl_c_during_training_names_the_checkpoint_resume_continues_from(tmp_p
     monkeypatch.undo()
     resumed = train(dataclasses.replace(config, budget_tokens=tokens + 1), out, resume=True, console=QUIET)
     assert len(resumed["curve"]) == 2 and resumed["curve"][0]["tokens"] == tokens
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_resume_continues(tmp_path, monkeypatch):
+    """SIGTERM (what Slurm, Kubernetes and systemd send) during training: the batch is abandoned,
+    the status is "interrupted", one line names the intact checkpoint, and the handler that was
+    there before is back once train() has returned."""
+    out, printed = tmp_path / "run", io.StringIO()
+    record = Run.record_batch
+
+    def record_then_sigterm(self, agent, rewards):
+        record(self, agent, rewards)
+        if len(self.curve) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Run, "record_batch", record_then_sigterm)
+    config = tiny_config(budget_tokens=10_000, checkpoint_minutes=0)  # a checkpoint after each batch
+    with sigterm_fails_the_test() as guard:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            train(config, out, console=Console(file=printed, width=80))
+        assert type(stopped.value).__name__ == "Terminated" and stopped.value.exit_code == 143
+        assert signal.getsignal(signal.SIGTERM) is guard
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "interrupted"
+    tokens = read_checkpoint(out).state["tokens"]
+    lines = [line for line in printed.getvalue().splitlines() if "interrupted" in line]
+    assert lines == [
+        f"interrupted by SIGTERM: the checkpoint at {tokens} tokens in {out} is intact; "
+        f"`textgym train ... --resume --out {out}` continues from it"
+    ]
+    monkeypatch.undo()
+    resumed = train(dataclasses.replace(config, budget_tokens=tokens + 1), out, resume=True, console=QUIET)
+    assert len(resumed["curve"]) == 2 and resumed["curve"][0]["tokens"] == tokens
+
+
+@pytest.mark.parametrize("run_json_too", [False, True], ids=["run.json-written", "run.json-full-too"])
+def test_a_full_disk_is_one_error_recorded_failed_and_resume_finishes(tmp_path, monkeypatch, run_json_too):
+    """The disk fills up as the trained agent's evaluation is written: one DiskFullError names
+    the file, the bytes it needed and the space free; the status is "failed" in run.json, or
+    where run.json cannot be written either, in the lock file; nothing is lost, and --resume
+    finishes the run once there is space."""
+    out, printed = tmp_path / "run", io.StringIO()
+    write, full = atomic.write_bytes, []
+
+    def write_bytes(path, data):
+        full.extend([True] if Path(path).name == "eval-after.json" else [])
+        if full and (run_json_too or Path(path).name != RUN_FILE):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", write_bytes)
+    config = tiny_config()
+    with pytest.raises(OSError) as failed:
+        train(config, out, console=QUIET)
+    message = str(failed.value)
+    assert type(failed.value).__name__ == "DiskFullError" and failed.value.errno == errno.ENOSPC
+    assert message.startswith(f"no space left on device writing {out / 'eval-after.json'} (")
+    space = r"\.json \([\d.]+ (B|KiB) needed, [\d.]+ (B|KiB|MiB|GiB) free\); free some space: "
+    assert re.search(space, message)
+    tokens = read_checkpoint(out).state["tokens"]
+    assert message.endswith(
+        f"`textgym train ... --resume --out {out}` continues from the checkpoint at {tokens} tokens"
+    )
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__  # one message, not a chain
+    run = json.loads((out / RUN_FILE).read_text())
+    if run_json_too:
+        assert run["status"] == "running"
+        note = (out / LOCK).read_text()
+        assert note.startswith(
+            f"failed ({RUN_FILE} could not be written: no space left on device writing {out}"
+        )
+        assert note.endswith(f"DiskFullError: {message}")
+    else:
+        assert run["status"] == "failed" and run["error"] == f"DiskFullError: {message}"
+        assert (out / LOCK).read_text() == ""
+    monkeypatch.undo()
+    resumed = train(config, out, resume=True, console=Console(file=printed, width=1000))
+    assert resumed["summary"]["train_tokens"] == tokens and len(resumed["curve"]) == 1
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "finished"
+    assert (out / "eval-after.json").is_file() and (out / LOCK).read_text() == ""
+    said = "stopped without finishing (it left in" if run_json_too else "stopped without finishing"
+    assert (said in printed.getvalue()) == run_json_too
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_starts_over(tmp_path, monkeypatch):
+    """A run that failed before its first batch (a bad argument only the algorithm rejects) does
+    not block the corrected command, nor the same one: with no checkpoint there is nothing to
+    resume, so its files are replaced. A run with a checkpoint still needs --resume."""
+    out, printed = tmp_path / "run", io.StringIO()
+    monkeypatch.setattr(training, "build_agent", fail_with(ValueError("rejected by the algorithm")))
+    with pytest.raises(ValueError, match="rejected by the algorithm"):
+        train(tiny_config(), out, console=QUIET)
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "failed"
+    with pytest.raises(ValueError, match="rejected by the algorithm"):  # the same command, again
+        train(tiny_config(), out, console=QUIET)
+    monkeypatch.undo()
+    (out / "tb" / "leftover").mkdir(parents=True)
+    corrected = tiny_config(hyperparams={"learning_rate": 1e-3})
+    train(corrected, out, console=Console(file=printed, width=1000))
+    assert f"{out} holds a run that stopped before its first checkpoint (failed): starting over" in (
+        printed.getvalue()
+    )
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["status"] == "finished" and run["config"]["hyperparams"]["learning_rate"] == 1e-3
+    assert not (out / "tb" / "leftover").exists()
+    with pytest.raises(ValueError, match="already holds this run"):  # finished, with a checkpoint
+        train(corrected, out, console=QUIET)
+    run["status"] = "failed"  # failed later: its checkpoint is resumed, never replaced
+    (out / RUN_FILE).write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="holds another run"):
+        train(tiny_config(), out, console=QUIET)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "mine" / RUN_FILE).write_text(json.dumps({**run, "status": "failed"}))
+    untouched = snapshot(tmp_path / "mine")
+    with pytest.raises(ValueError, match="holds another run"):  # a file of the user's: not replaced
+        train(tiny_config(), tmp_path / "mine", console=QUIET)
+    assert {k: v for k, v in snapshot(tmp_path / "mine").items() if k != LOCK} == untouched
+
+
+@pytest.mark.parametrize(
+    ("change", "asked"), [({"eval_prompts": 8}, "eval_prompts=4 (asked 8)"),
+                          ({"eval_every_prompts": 4}, "eval_every_prompts=16 (asked 4)")]
+)  # fmt: skip
+def test_resume_keeps_the_settings_the_evaluations_compare(tmp_path, change, asked):
+    """The before/after table compares the same test prompts, and the validation curve the same
+    validation prompts: --resume refuses other numbers (budgets may change)."""
+    out = tmp_path / "run"
+    tokens = train(tiny_config(), out, console=QUIET)["summary"]["train_tokens"]
+    before = snapshot(out)
+    refused = re.escape(f"holds this run with other evaluation settings ({asked})")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=refused):
+            train(tiny_config(budget_tokens=tokens + 1, **change), out, resume=resume, console=QUIET)
+    assert snapshot(out) == before
+    resumed = train(
+        tiny_config(budget_tokens=tokens + 1, checkpoint_minutes=1), out, resume=True, console=QUIET
+    )
+    assert len(resumed["curve"]) == 2
+
+
+def test_runs_without_out_claim_a_new_directory_each(tmp_path, monkeypatch):
+    """Without --out each run claims runs/<env>-<algo>-seed<seed>-<n> by creating it, so two
+    runs started together never share one; a bad config claims nothing."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="seed must be an int from 0 to 4294967295"):
+        train(tiny_config(seed=2**32), console=QUIET)
+    assert list(tmp_path.iterdir()) == []
+    first, second = rundir.new_run_dir(tiny_config()), rundir.new_run_dir(tiny_config())
+    assert [first.name, second.name] == [
+        "TextGen-Sentiment-v0-textppo-seed0-1",
+        "TextGen-Sentiment-v0-textppo-seed0-2",
+    ]
+    assert first.is_dir() and second.is_dir() and first.parent == Path("runs")
+    (Path("runs") / "TextGen-Sentiment-v0-textppo-seed0-3").write_text("a file")
+    result = train(tiny_config(), console=QUIET)  # -1 and -2 are claimed, -3 is a file
+    assert json.loads(Path("runs/TextGen-Sentiment-v0-textppo-seed0-4/run.json").read_text())["status"] == (
+        "finished"
+    )
+    assert result["summary"]["train_tokens"] >= 1
 
 
 # --- An --out that cannot be written -----------------------------------------------------------

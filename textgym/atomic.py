@@ -119,22 +119,29 @@ def check_writable(path: str | Path, what: str, *, folder: bool = False) -> None
     """Raise one ValueError naming ``what`` (the option that gave the path) and why, unless a
     file (``folder=True``: a folder) can be written at ``path``, its missing parent folders
     created. Creates nothing: it runs before a long job whose result would otherwise be lost."""
+    problem = why_unwritable(path, folder=folder)
+    if problem is not None:
+        raise ValueError(f"{what} {path} {problem}")
+
+
+def why_unwritable(path: str | Path, *, folder: bool = False) -> str | None:
+    """Why no file (``folder=True``: no folder) can be written at ``path``, as the end of a
+    sentence about the path ("cannot be created: /x is a file, not a folder"), or None."""
     path = Path(path)
     try:
         if path.exists():
             if path.is_dir() != folder:
                 kinds = ("a folder", "a file") if folder else ("a file", "a folder")
-                raise ValueError(f"{what} {path} is {kinds[1]}, not {kinds[0]}")
+                return f"is {kinds[1]}, not {kinds[0]}"
             existing, action = (path if folder else path.parent), "cannot be written"
         else:
             existing, action = path.parent, "cannot be created"
             while not existing.exists():  # also False for a path under a file (ENOTDIR)
                 existing = existing.parent
             if not existing.is_dir():
-                raise ValueError(f"{what} {path} {action}: {existing} is a file, not a folder")
+                return f"{action}: {existing} is a file, not a folder"
         if not os.access(existing, os.W_OK | os.X_OK):  # False on a read-only file system too
-            raise ValueError(
-                f"{what} {path} {action}: {existing} is not writable (a read-only folder or file system)"
-            )
+            return f"{action}: {existing} is not writable (a read-only folder or file system)"
     except OSError as err:
-        raise ValueError(f"{what} {path} cannot be used: {err}") from None
+        return f"cannot be used: {err}"
+    return None

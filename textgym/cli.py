@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -51,8 +52,11 @@ def _short(text: str, limit: int) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from textgym.agents.runs.config import check_seed
+
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    check_seed(args.seed, "--seed", count=args.episodes)  # episode i is seeded seed + i
     env_ids = args.env or list(ENVS)
     start = time.perf_counter()
     model = load_model(args.model)
@@ -120,24 +124,19 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if args.out is None and args.resume:
         raise ValueError("--resume needs --out, the run directory to continue")
     try:
-        train(config, args.out or _new_run_dir(config), resume=args.resume, console=console)
+        # No --out: train() claims a new runs/<env>-<algo>-seed<seed>-<n> once the config is valid.
+        train(config, args.out, resume=args.resume, console=console)
     finally:
         distributed.shutdown()  # under torchrun: leave the process group before exiting
     return 0
 
 
-def _new_run_dir(config: Any) -> Path:
-    """The first free ``runs/<env>-<algo>-seed<seed>-<n>`` (a new run never reuses a directory)."""
-    n = 1
-    while (path := Path("runs") / f"{config.env}-{config.algo}-seed{config.seed}-{n}").exists():
-        n += 1
-    return path
-
-
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from textgym.agents.runs.checkpoints import checkpoint_path, is_run_dir, read_run
+    from textgym.agents.runs.config import check_seed
     from textgym.agents.runs.evaluation import evaluate
-    from textgym.atomic import check_writable, write_json
+    from textgym.agents.runs.failures import save_json
+    from textgym.atomic import check_writable
 
     if (args.checkpoint is None) == (args.model is None):
         raise ValueError(
@@ -150,6 +149,11 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         if args.checkpoint is None or not is_run_dir(Path(args.checkpoint)):
             raise ValueError("--env is needed unless --checkpoint is a `textgym train` run directory")
         env_id = read_run(Path(args.checkpoint))["config"]["env"]
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1 (sampling seeds per prompt), got {args.seeds}")
+    check_seed(args.seed, "--seed", count=args.seeds)
+    if args.show < 0:
+        raise ValueError(f"--show must be >= 0 (sample texts to print), got {args.show}")
     if args.json:
         check_writable(args.json, "--json")  # before the evaluation, which would be lost
     seeds = [args.seed + i for i in range(args.seeds)]
@@ -173,7 +177,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         table.add_row(_short(row["prompt"], 200), row["text"].strip(), f"{row['reward']:+.3f}")
     console.print(table)
     if args.json:
-        write_json(args.json, result.to_dict())
+        save_json(Path(args.json), result.to_dict())
         console.print(f"wrote {args.json}")
     return 0
 
@@ -240,7 +244,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from textgym.agents.leaderboard.config import LeaderboardConfig
     from textgym.agents.runs.config import TrainConfig
     from textgym.agents.runs.hyperparams import ALGOS, PROFILES, describe
 
@@ -322,14 +325,31 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser(
         "leaderboard", help="run the leaderboard (every env x agent x seed) and write it"
     )
+    add_leaderboard_options(board)
+    return parser
+
+
+def add_leaderboard_options(parser: argparse.ArgumentParser) -> None:
+    """LeaderboardConfig's fields as options (``textgym leaderboard``, ``benchmarks/leaderboard.py``).
+    The fields a profile sets default to None (the profile's value), so their type and the
+    profiles' values in their help come from ``PROFILES``: an option given always wins."""
+    from textgym.agents.leaderboard.config import PROFILES, LeaderboardConfig
+
+    helps = {field.name: field.metadata.get("help", "") for field in dataclasses.fields(LeaderboardConfig)}
+    profiled = {
+        name: dict(
+            type=type(value), help=f"{helps[name]} (default: {value!r}; --quick: {PROFILES['quick'][name]!r})"
+        )
+        for name, value in PROFILES["default"].items()
+    }
     add_dataclass_options(
-        board,
+        parser,
         LeaderboardConfig,
         ray=dict(nargs="?", const="local", metavar="ADDRESS"),
         device=dict(metavar="{auto,cpu,cuda[:N]}"),
         precision=dict(choices=list(PRECISIONS)),
+        **profiled,
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,8 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
         console.print(f"[red]textgym: error:[/] {escape(str(err))}")  # the message's [brackets] kept
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: no traceback (train has said where its run stands)
-        return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        console.print(f"[red]textgym: error:[/] {escape(str(err))}")  # a full disk: train names the path
+        return 1
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM: no traceback (train said where its run stands)
+        return getattr(err, "exit_code", 130)  # 143 for SIGTERM (textgym.agents.runs.failures.Terminated)
 
 
 if __name__ == "__main__":

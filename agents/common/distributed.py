@@ -11,10 +11,17 @@ of the budget; rank 0's clock decides when the time budget ends a run and when t
 or checkpoint (:func:`broadcast`). Only rank 0 evaluates, logs and writes the run directory.
 Backends: NCCL on CUDA, gloo on CPU. In a single process every function here is the identity
 (or a constant), so the algorithms call them unconditionally.
+
+A rank that dies (``kill -9``, the OOM killer) closes its sockets: the others' next collective
+fails at once (gloo: "Connection reset by peer"), rank 0 records the run ``failed``, torchrun
+ends the remaining ranks, and ``--resume`` continues from the last checkpoint. A peer that stops
+answering without closing them (a machine gone from the network) fails a collective after
+:data:`TIMEOUT` instead of never.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -22,6 +29,9 @@ import torch
 import torch.distributed as dist
 
 SEED_STRIDE = 1_000_003  # between the ranks' sampler seeds: their texts differ
+# The longest a rank waits in one collective. It must exceed the longest time rank 0 works alone
+# while the others wait for it (its evaluations of the model before and after training).
+TIMEOUT = datetime.timedelta(minutes=30)
 
 
 def launched() -> bool:
@@ -39,7 +49,7 @@ def setup(device: str) -> str:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=TIMEOUT)
     return device
 
 

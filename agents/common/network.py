@@ -34,7 +34,61 @@ def lora_config(lora: bool | dict[str, Any] | None) -> dict[str, Any] | None:
         return dict(DEFAULT_LORA)
     if not isinstance(lora, dict):
         raise TypeError(f"lora must be None, True or a dict of peft.LoraConfig arguments, got {lora!r}")
-    return {**DEFAULT_LORA, **lora}
+    config = {**DEFAULT_LORA, **lora}
+    r, alpha, dropout, targets = (config[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules"))
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"lora r (the adapters' rank) must be an int >= 1, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"lora lora_alpha must be a number > 0, got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"lora lora_dropout must be a number in [0, 1), got {dropout!r}")
+    if not (
+        isinstance(targets, str)
+        or (targets and isinstance(targets, list) and all(isinstance(t, str) for t in targets))
+    ):
+        raise ValueError(
+            "lora target_modules must be a list of module names (such as ['q_proj', 'v_proj']) or "
+            f"a string (peft's regular expression, or 'all-linear'), got {targets!r}"
+        )
+    return config
+
+
+def lora_adapters(lora: dict[str, Any], model: nn.Module) -> Any:
+    """peft's ``LoraConfig`` for ``lora`` (a :func:`lora_config`), whose ``target_modules``, when
+    a list, each name a module of ``model`` (peft itself only fails when none does)."""
+    peft = _peft()
+    try:
+        adapters = peft.LoraConfig(task_type="CAUSAL_LM", **lora)
+    except TypeError as err:
+        raise TypeError(f"bad lora arguments {lora}: {err}") from err
+    targets = lora["target_modules"]
+    if isinstance(targets, list):
+        names = [name for name, _ in model.named_modules()]
+        missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+        if missing:
+            linear = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            )
+            raise ValueError(
+                f"lora target_modules {missing}: no module of {type(model).__name__} has that name; "
+                f"its linear layers are {linear}"
+            )
+    return adapters
+
+
+def check_lora(lora: bool | dict[str, Any] | None, model: str) -> None:
+    """Check the ``lora`` policy argument against the model ``model`` before anything is
+    written: its values, its target modules, and peft's own checks as it injects the adapters
+    into a copy of the model (ValueError or TypeError naming the problem)."""
+    config = lora_config(lora)
+    if config is None:
+        return
+    lm = load_model(model)
+    adapters = lora_adapters(config, lm)
+    try:
+        wrap_with_lora(_peft(), lm, adapters)
+    except Exception as err:  # peft raises ValueError, TypeError, NotImplementedError, ...
+        raise ValueError(f"bad lora arguments {config} for the model {model!r}: {err}") from None
 
 
 def _peft() -> Any:
@@ -178,12 +232,7 @@ class LMActorCritic(nn.Module):
         self.pad_id = int(self.tokenizer.pad_token_id)
 
         if self.lora is not None:
-            peft = _peft()
-            try:
-                adapters = peft.LoraConfig(task_type="CAUSAL_LM", **self.lora)
-            except TypeError as err:
-                raise TypeError(f"bad lora arguments {self.lora}: {err}") from err
-            self.lm = wrap_with_lora(peft, lm, adapters)
+            self.lm = wrap_with_lora(_peft(), lm, lora_adapters(self.lora, lm))
             self.causal = self.lm.get_base_model()  # the same modules, adapters injected
         else:
             self.lm = lm

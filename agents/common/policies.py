@@ -154,8 +154,14 @@ PLAIN_BUFFER_WARNING = (
 
 
 def warn_if_plain(policy: ActorCriticPolicy, obs: dict[str, torch.Tensor], buffer: str, algo: str) -> None:
-    """Warn once per policy when an update's observations do not come from an episode buffer."""
-    if torch.is_grad_enabled() and not isinstance(obs, EpisodeObservations) and not policy.warned_plain:
+    """Warn once per policy when an update's observations are not whole episodes: most of them
+    share no prefix with another, so each costs its own forward pass. A minibatch from an episode
+    buffer never warns; neither does A2C's whole rollout from SB3's plain buffer, whose episodes
+    are all there (one pass per episode either way)."""
+    if not torch.is_grad_enabled() or isinstance(obs, EpisodeObservations) or policy.warned_plain:
+        return
+    rows = observation_rows(obs)
+    if len(prefix_groups(rows)[0]) * 2 > len(rows):  # more than half the rows are passes of their own
         policy.warned_plain = True
         warnings.warn(
             PLAIN_BUFFER_WARNING.format(policy=type(policy).__name__, buffer=buffer, algo=algo), stacklevel=3
@@ -231,7 +237,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         ``ent_coef`` term penalises the KL). With grad, the model runs once per group of
         observations that are prefixes of one another (one pass per episode, from
         :class:`EpisodeRolloutBuffer`'s minibatches)."""
-        warn_if_plain(self, obs, "EpisodeRolloutBuffer", "PPO or A2C")
+        warn_if_plain(self, obs, "EpisodeRolloutBuffer", "PPO")
         _, values, distribution, kl = evaluated(self, obs)
         return values, distribution.log_prob(actions), distribution.entropy() if kl is None else -kl
 

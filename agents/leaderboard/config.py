@@ -25,31 +25,42 @@ from textgym.models.precision import resolve_device, resolve_precision
 AGENTS = ("sample", "greedy", "ppo", "a2c", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
 TRAINED = {agent: agent for agent in AGENTS[2:]}  # agent -> algorithm (the registry's name)
 
+# The settings a profile gives the fields left at None (``quick``: minutes on a laptop), so that
+# an option given explicitly always wins, even one equal to the other profile's value.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": dict(
+        seeds="0,1", model=DEFAULT_MODEL, budget_tokens=100_000, budget_minutes=5.0, eval_prompts=64,
+        results="leaderboard",
+    ),
+    "quick": dict(
+        seeds="0", model=TINY_MODEL, budget_tokens=1_024, budget_minutes=0.5, eval_prompts=8,
+        results="leaderboard-quick",
+    ),
+}  # fmt: skip
+
 
 @dataclass
 class LeaderboardConfig:
     """What the leaderboard runs; ``quick`` swaps in the tiny model, small budgets and the
-    registry's quick hyperparameters."""
+    registry's quick hyperparameters. A field left None takes its profile's value
+    (:data:`PROFILES`) in :meth:`resolved`."""
 
     quick: bool = field(
         default=False, metadata={"help": "tiny model, one seed, small budgets and batches (minutes)"}
     )
     envs: str = field(default="", metadata={"help": 'comma-separated env ids ("": every registered env)'})
     agents: str = field(default=",".join(AGENTS), metadata={"help": "comma-separated agents"})
-    seeds: str = field(default="0,1", metadata={"help": "comma-separated seeds (quick: 0)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name or path (quick: tiny)"})
-    budget_tokens: int = field(
-        default=100_000, metadata={"help": "generated tokens per trained run (quick: 1024)"}
+    seeds: str | None = field(default=None, metadata={"help": "comma-separated seeds"})
+    model: str | None = field(default=None, metadata={"help": "model name or path"})
+    budget_tokens: int | None = field(default=None, metadata={"help": "generated tokens per trained run"})
+    budget_minutes: float | None = field(
+        default=None, metadata={"help": "training wall time per trained run"}
     )
-    budget_minutes: float = field(
-        default=5.0, metadata={"help": "training wall time per trained run (quick: 0.5)"}
+    eval_prompts: int | None = field(
+        default=None, metadata={"help": "test prompts per evaluation, the same for every agent"}
     )
-    eval_prompts: int = field(
-        default=64, metadata={"help": "test prompts per evaluation, the same for every agent (quick: 8)"}
-    )
-    results: str = field(
-        default="leaderboard",
-        metadata={"help": "folder of runs.jsonl and the run directories (quick: leaderboard-quick)"},
+    results: str | None = field(
+        default=None, metadata={"help": "folder of runs.jsonl and the run directories"}
     )
     board: str = field(
         default="",
@@ -71,22 +82,11 @@ class LeaderboardConfig:
     ray_gpus: float = field(default=0.0, metadata={"help": "GPUs each Ray task asks for"})
 
     def resolved(self) -> LeaderboardConfig:
-        """The settings that run: ``quick`` swaps in its own values for the fields left at their
-        defaults (the tiny model, one seed, small budgets, a separate results folder); the board
-        goes in the results folder unless given."""
-        config = self
-        if self.quick:
-            quick = dict(
-                model=TINY_MODEL,
-                seeds="0",
-                budget_tokens=1_024,
-                budget_minutes=0.5,
-                eval_prompts=8,
-                results="leaderboard-quick",
-            )
-            defaults = LeaderboardConfig()
-            keep = {k: v for k, v in quick.items() if getattr(self, k) == getattr(defaults, k)}
-            config = dataclasses.replace(self, **keep)
+        """The settings that run: the profile's values (``quick``: the tiny model, one seed,
+        small budgets, a separate results folder) for the fields left None, whatever was given
+        kept; the board goes in the results folder unless given."""
+        profile = PROFILES["quick" if self.quick else "default"]
+        config = dataclasses.replace(self, **{k: v for k, v in profile.items() if getattr(self, k) is None})
         if not config.board:
             config = dataclasses.replace(config, board=str(Path(config.results) / "LEADERBOARD.md"))
         return config
@@ -106,12 +106,13 @@ class LeaderboardConfig:
         return _once("agents", names)
 
     def seed_list(self) -> list[int]:
+        text = self.resolved().seeds
         try:
-            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+            seeds = [int(s) for s in text.split(",") if s.strip()]
         except ValueError:
-            raise ValueError(f"seeds must be comma-separated non-negative ints, got {self.seeds!r}") from None
+            raise ValueError(f"seeds must be comma-separated non-negative ints, got {text!r}") from None
         if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be comma-separated non-negative ints, got {self.seeds!r}")
+            raise ValueError(f"seeds must be comma-separated non-negative ints, got {text!r}")
         return _once("seeds", seeds)
 
     def validate(self) -> None:
@@ -120,16 +121,17 @@ class LeaderboardConfig:
         The budgets, the evaluation size and the model are checked by the training runs' own
         :meth:`TrainConfig.validate`, for each env and trained agent (untrained agents alone:
         as if ``textppo`` ran, since their evaluations load the same model)."""
-        envs, agents, seeds = self.env_ids(), self.agent_names(), self.seed_list()
+        config = self.resolved()
+        envs, agents, seeds = config.env_ids(), config.agent_names(), config.seed_list()
         for env in envs:
             for agent in [a for a in agents if a in TRAINED] or ["textppo"]:
-                self.train_config(env, agent, seeds[0]).validate()
+                config.train_config(env, agent, seeds[0]).validate()
         if self.ray:
             ray_module()  # ImportError naming the extra, before any run
             if self.ray_cpus < 1 or not self.ray_gpus >= 0:
                 got = f"{self.ray_cpus}, {self.ray_gpus}"
                 raise ValueError(f"ray_cpus must be >= 1 and ray_gpus >= 0, got {got}")
-        results, board = Path(self.results), Path(self.board)
+        results, board = Path(config.results), Path(config.board)
         check_writable(results / "runs.jsonl", "--results")
         check_writable(results / "runs" / "run", "--results")
         check_writable(board, "--board")
@@ -137,14 +139,15 @@ class LeaderboardConfig:
 
     def train_config(self, env_id: str, agent: str, seed: int) -> TrainConfig:
         """A trained agent's run: the budgets here, the registry's hyperparameters (resolved)."""
+        config = self.resolved()
         return TrainConfig(
             env=env_id,
             algo=TRAINED[agent],
-            model=self.model,
+            model=config.model,
             seed=seed,
-            budget_tokens=self.budget_tokens,
-            budget_minutes=self.budget_minutes,
-            eval_prompts=self.eval_prompts,
+            budget_tokens=config.budget_tokens,
+            budget_minutes=config.budget_minutes,
+            eval_prompts=config.eval_prompts,
             eval_every_minutes=0,  # the curve comes from the training batches
             profile="quick" if self.quick else "default",
             device=self.device,
@@ -208,6 +211,7 @@ class RunSpec:
         return self._key(config, flat)
 
     def _key(self, config: LeaderboardConfig, train: dict[str, Any] | None) -> str:
+        config = config.resolved()
         settings: dict[str, Any] = {
             "model": config.model,
             "eval_prompts": config.eval_prompts,

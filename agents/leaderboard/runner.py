@@ -14,6 +14,7 @@ rendered by :mod:`textgym.agents.leaderboard.board`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import textgym
 from textgym.agents.leaderboard.board import write_board
 from textgym.agents.leaderboard.config import AGENTS, TRAINED, LeaderboardConfig, RunSpec
-from textgym.agents.leaderboard.ray_tasks import run_on_ray
-from textgym.agents.leaderboard.store import append_record, pooled, read_records, trained_tokens
+from textgym.agents.leaderboard.ray_tasks import connect, run_on_ray
+from textgym.agents.leaderboard.store import (
+    append_record,
+    load_records,
+    pooled,
+    read_records,
+    skipped_lines,
+    trained_tokens,
+)
+from textgym.agents.runs.checkpoints import LOCK, RunBusyError, RunLock
 from textgym.agents.runs.evaluation import evaluate
 from textgym.agents.runs.provenance import git_commit, machine, versions
 from textgym.agents.runs.training import train
@@ -218,17 +227,58 @@ def run_leaderboard(
     # Probed once here: every run (each in its own process) and every key get the same answer.
     config = dataclasses.replace(config, precision=config.resolved_precision())
     envs, agents, seeds = config.env_ids(), config.agent_names(), config.seed_list()
+    if config.ray:
+        connect(config)  # a request no node of the cluster can meet fails here, not as a wait forever
     results = Path(config.results)
     records_path = results / "runs.jsonl"
-    done = {record["key"] for record in read_records(records_path)}
-    specs = [RunSpec(e, a, s) for e in envs for a in agents for s in (seeds[:1] if a == "greedy" else seeds)]
-    todo = [spec for spec in specs if not spec.keys(config) & done]
-    console.print(
-        f"leaderboard: {len(specs)} runs ({len(envs)} envs x {len(agents)} agents x seeds {seeds}), "
-        f"{len(specs) - len(todo)} already in {records_path}; model {config.model}, budget "
-        f"{config.budget_tokens} tokens / {config.budget_minutes} min per trained run; "
-        f"{resolve_device(config.device)}, {config.precision}"
-    )
+    with results_lock(results):  # one leaderboard at a time on these results
+        records, skipped = load_records(records_path)
+        if skipped:
+            console.print(skipped_lines(records_path, skipped))
+        done = {record["key"] for record in records}
+        specs = [
+            RunSpec(e, a, s) for e in envs for a in agents for s in (seeds[:1] if a == "greedy" else seeds)
+        ]
+        todo = [spec for spec in specs if not spec.keys(config) & done]
+        console.print(
+            f"leaderboard: {len(specs)} runs ({len(envs)} envs x {len(agents)} agents x seeds {seeds}), "
+            f"{len(specs) - len(todo)} already in {records_path}; model {config.model}, budget "
+            f"{config.budget_tokens} tokens / {config.budget_minutes} min per trained run; "
+            f"{resolve_device(config.device)}, {config.precision}"
+        )
+        run_missing(config, specs, todo, results, console)
+        board = write_board(config, load_records(records_path)[0], command)
+    console.print(f"wrote {board} and its plots")
+    return board
+
+
+@contextlib.contextmanager
+def results_lock(results: Path) -> Iterator[None]:
+    """Hold ``<results>/train.lock`` (:class:`RunLock`'s ``fcntl.flock``) while a leaderboard
+    runs, so that two on one results folder do not run the same runs twice (two records, two
+    processes training one run directory): the second is refused, naming the first's PID. The
+    OS releases the lock when its holder dies, so a killed leaderboard's rerun proceeds."""
+    lock = RunLock(results)
+    try:
+        lock.__enter__()
+    except RunBusyError:
+        pid = (results / LOCK).read_text().strip()
+        raise RunBusyError(
+            f"leaderboard results {results} are being written by "
+            f"{f'process {pid}' if pid.isdigit() else 'another process'} (it holds {results / LOCK}): "
+            "wait for it to end, or stop it, then run the same command again"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.__exit__()
+
+
+def run_missing(
+    config: LeaderboardConfig, specs: list[RunSpec], todo: list[RunSpec], results: Path, console: Console
+) -> None:
+    """Run ``todo`` (of ``specs``) with a progress bar, appending each record as it ends."""
+    records_path = results / "runs.jsonl"
     columns = (
         TextColumn("[bold]leaderboard"),
         BarColumn(),
@@ -256,6 +306,3 @@ def run_leaderboard(
             for spec in todo:
                 progress.update(task, description=f"{spec.env} {spec.agent} seed {spec.seed}")
                 finished(spec, run_isolated(config, spec, str(results / "runs" / spec.key(config))))
-    board = write_board(config, read_records(records_path), command)
-    console.print(f"wrote {board} and its plots")
-    return board

@@ -15,12 +15,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from textgym.atomic import write_json
-
 from textgym.agents.common import distributed
+from textgym.agents.common.sampler import sampler_of
 from textgym.agents.runs.checkpoints import RUN_FILE, save_agent
 from textgym.agents.runs.evaluation import evaluate
-from textgym.agents.common.sampler import sampler_of
+from textgym.agents.runs.failures import save_json
 
 if TYPE_CHECKING:
     from textgym.agents.runs.config import TrainConfig
@@ -174,9 +173,7 @@ class Run:
 
     def write_run(self, status: str, **extra: Any) -> None:
         """Rewrite ``run.json`` with the config, ``status`` and ``extra`` (atomically)."""
-        write_json(
-            self.out / RUN_FILE, {"config": dataclasses.asdict(self.config), "status": status, **extra}
-        )
+        save_json(self.out / RUN_FILE, {"config": dataclasses.asdict(self.config), "status": status, **extra})
 
     def bar(self) -> Progress:
         self._bar = Progress(

@@ -32,15 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import json_to_data
 
-from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 from textgym.agents.common.buffers import EpisodeRolloutBuffer, TokenRolloutBuffer
 from textgym.agents.common.policies import LMActorCriticPolicy
+from textgym.agents.runs.failures import DiskFullError, save_json, writing
 from textgym.agents.runs.hyperparams import ALGOS
 from textgym.agents.textppo import TextPPO
+from textgym.atomic import staged_dir, write_json  # write_json: also imported from here
 
 RUN_FILE = "run.json"
 LOCK = "train.lock"
@@ -114,12 +117,12 @@ def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     # Past any folder that a kill left before its pointer moved: a number is never reused.
     n = 1 + max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
-    with staged_dir(folder / str(n)) as staging:
+    with writing(folder / str(n), checkpoint_bytes(agent, run_dir)), staged_dir(folder / str(n)) as staging:
         agent.save(staging / ARCHIVE)
         if isinstance(agent, OffPolicyAlgorithm) and agent.replay_buffer is not None:
             agent.save_replay_buffer(staging / REPLAY)  # SB3's save leaves it out
         write_json(staging / STATE, state)
-    write_json(run_dir / CURRENT, {"checkpoint": n})  # the commit
+    save_json(run_dir / CURRENT, {"checkpoint": n})  # the commit
     # Then older checkpoints, staging left by a kill and the old layout go; what fails to go
     # now goes at the next checkpoint.
     legacy = (run_dir / LEGACY_ARCHIVE, run_dir / LEGACY_STATE)
@@ -133,15 +136,45 @@ def save_agent(agent: BaseAlgorithm, run_dir: Path, state: dict[str, Any]) -> Pa
     return folder / str(n)
 
 
+def checkpoint_bytes(agent: BaseAlgorithm, run_dir: Path) -> int:
+    """About the bytes a new checkpoint of ``agent`` takes: the current checkpoint's size, or
+    before the first, its tensors' (weights, optimiser state, replay buffer)."""
+    with contextlib.suppress(CheckpointError, OSError):
+        files = current_files(run_dir)
+        if files is not None:
+            folder = files[0].parent
+            paths = list(folder.iterdir()) if folder.name.isdigit() else list(files)
+            return sum(path.stat().st_size for path in paths if path.is_file())
+    tensors = list(agent.policy.state_dict().values())
+    optimizer = getattr(agent.policy, "optimizer", None)
+    if optimizer is not None:
+        tensors += [v for state in optimizer.state_dict()["state"].values() for v in state.values()]
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if torch.is_tensor(t)
+    }
+    total = sum(storages.values())  # tied and shared weights are saved once
+    if isinstance(agent, OffPolicyAlgorithm) and agent.replay_buffer is not None:
+        total += sum(v.nbytes for v in vars(agent.replay_buffer).values() if isinstance(v, np.ndarray))
+    return total
+
+
 class RunLock:
     """Holds ``run_dir/train.lock`` (``fcntl.flock``, exclusive) for a ``with`` block, so that
     one process at a time trains a run; the holder's PID is in the file while it holds it. The
     OS releases the lock when the process dies, so a run left "running" by a crash is free.
-    Creates ``run_dir`` if needed; :class:`RunBusyError` names the process that holds it."""
+    Creates ``run_dir`` if needed; :class:`RunBusyError` names the process that holds it.
+
+    Where even ``run.json`` cannot be written (a full disk), :meth:`note` leaves the run's
+    status in the lock file instead (its block is already on the disk), and the next holder
+    finds it in :attr:`left`."""
+
+    NOTE_BYTES = 4000  # within the one block the file has held since its PID was written
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self._fd: int | None = None
+        self._noted = False
+        self.left = ""  # what the last holder noted (see note()), "" if nothing
 
     def __enter__(self) -> RunLock:
         path = self.run_dir / LOCK
@@ -162,15 +195,35 @@ class RunLock:
                 f"run {self.run_dir} is being trained by {holder} (it holds {path}): "
                 "wait for it to end, or stop it, then --resume"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        left = os.pread(fd, self.NOTE_BYTES, 0).decode("utf-8", "replace").strip()
+        self.left = "" if left.isdigit() else left  # a PID alone: its process was killed
+        pid = str(os.getpid()).encode()
+        try:
+            os.pwrite(fd, pid, 0)  # over the old content, then cut: its block is reused
+            os.ftruncate(fd, len(pid))
+        except OSError as err:
+            os.close(fd)  # releases the lock
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(path, len(pid)) from None
+            raise ValueError(f"--out {self.run_dir} cannot be written: {err.strerror} ({path})") from None
         self._fd = fd
         return self
 
+    def note(self, text: str) -> None:
+        """Leave ``text`` in the lock file after it is released (instead of nothing). OSError
+        if even that fails."""
+        if self._fd is None:
+            raise RuntimeError("RunLock.note() outside the with block")
+        data = text.encode("utf-8")[: self.NOTE_BYTES]
+        os.pwrite(self._fd, data, 0)  # first over the PID, then cut: no new block is needed
+        os.ftruncate(self._fd, len(data))
+        self._noted = True
+
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)  # no PID at rest: the file says nothing stale
+            if not self._noted:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)  # no PID at rest: the file says nothing stale
             os.close(self._fd)  # releases the lock
             self._fd = None
 

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 
 import textgym
+from textgym.agents.common.network import check_lora
 from textgym.agents.runs.checkpoints import CheckpointError
 from textgym.agents.runs.hyperparams import ALGOS, PROFILES, hyperparams, params
 from textgym.models import DEFAULT_MODEL, load_tokenizer
@@ -67,12 +68,11 @@ class TrainConfig:
             raise ValueError(f"unknown env {self.env!r}: expected one of {list(textgym.ENVS)}")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}: expected one of {list(ALGOS)}")
-        for name in ("seed", "budget_tokens", "eval_prompts", "eval_every_prompts"):
+        check_seed(self.seed, "seed")
+        for name in ("budget_tokens", "eval_prompts", "eval_every_prompts"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(
-                    f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}"
-                )
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         for name in ("budget_minutes", "eval_every_minutes", "checkpoint_minutes"):
             value = getattr(self, name)
             if (
@@ -90,7 +90,20 @@ class TrainConfig:
         check_precision(self.precision)
         resolved = self.resolved()  # an unknown hyperparameter or a bad value fails here
         load_tokenizer(self.model)  # an unknown model fails here, before any file is written
+        check_lora(resolved.hyperparams.get("policy_kwargs", {}).get("lora"), self.model)
         return resolved
+
+
+SEEDS = 2**32  # seeds are 0 .. 2**32 - 1: what NumPy's legacy seeding (SB3's set_random_seed) takes
+
+
+def check_seed(value: object, what: str = "seed", count: int = 1) -> None:
+    """ValueError naming ``what`` unless ``value`` and the ``count`` seeds after it (``value``,
+    ``value + 1``, ...) are ints in ``0 .. 2**32 - 1``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEEDS - count:
+        in_range = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEEDS
+        last = f" (with {count} seeds, at most {SEEDS - count})" if in_range else ""
+        raise ValueError(f"{what} must be an int from 0 to {SEEDS - 1}{last}, got {value!r}")
 
 
 def parse_budget(text: str) -> tuple[int | None, float | None]:
@@ -119,6 +132,9 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
 
 
 IDENTITY = ("env", "algo", "model", "seed")  # with the resolved hyperparameters: what a run is
+# The run's settings its evaluations depend on: fixed for its life, so that the evaluations before
+# training, during (validation) and after compare the same prompts. Budgets may grow on --resume.
+COMPARED = ("eval_prompts", "eval_every_prompts")
 # What run.json held before the hyperparameter registry, besides the run's settings.
 FLAT_HYPERPARAMS = ("learning_rate", "kl_coef", "batch_episodes", "minibatch_episodes", "n_envs", "n_steps",
                     "batch_size")  # fmt: skip
@@ -138,5 +154,6 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"run.json holds a config this version cannot read ({err})") from None
     return {**saved, "hyperparams": resolved}
+
 
 DATA_PARALLEL = ("textppo", "grpo", "rloo", "reinforce")  # the algorithms torchrun can run on several ranks

@@ -16,15 +16,15 @@ from rich.table import Table
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import textgym
+from textgym.agents.common.network import LMActorCritic
+from textgym.agents.common.policies import LMActorCriticPolicy
+from textgym.agents.common.rollout import play, token_log_probs
+from textgym.agents.runs.checkpoints import is_run_dir, load_agent
+from textgym.agents.runs.config import SEEDS
 from textgym.envs.base import TextGenEnv
 from textgym.models import logits_width
 from textgym.rewards.lexical import distinct_n, repetition_rate
 from textgym.rewards.metrics import compute_metrics
-
-from textgym.agents.runs.checkpoints import is_run_dir, load_agent
-from textgym.agents.common.network import LMActorCritic
-from textgym.agents.common.policies import LMActorCriticPolicy
-from textgym.agents.common.rollout import play, token_log_probs
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -168,8 +168,8 @@ def evaluate(
     """
     if env_id not in gym.registry:
         raise ValueError(f"unknown env {env_id!r}: expected one of {list(textgym.ENVS)}")
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEEDS for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of ints from 0 to {SEEDS - 1}, got {seeds!r}")
     net, description = resolve_policy(policy, temperature, device=device, precision=precision)
     env = gym.make(env_id, model=net.model_name, split=split, **(env_kwargs or {})).unwrapped
     if not isinstance(env, TextGenEnv):

@@ -35,13 +35,19 @@ from transformers import (
 )
 
 import textgym
+from textgym.agents.common.network import LMActorCritic
+from textgym.agents.runs.checkpoints import (
+    CheckpointError,
+    checkpoint_path,
+    is_run_dir,
+    load_agent,
+    read_json,
+    read_run,
+)
 from textgym.atomic import check_writable, staged_dir
 from textgym.compat import strip_quantization
 from textgym.models import DEFAULT_MODEL, eos_token_ids
 from textgym.models.loading import quiet_progress_bars
-
-from textgym.agents.runs.checkpoints import CheckpointError, checkpoint_path, is_run_dir, load_agent, read_json, read_run
-from textgym.agents.common.network import LMActorCritic
 
 VALUE_HEAD = "value_head.safetensors"
 CARD = "README.md"

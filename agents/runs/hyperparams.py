@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from textgym.agents.softq import SoftQ
-from textgym.agents.textppo import GRPO, REINFORCE, RLOO, TextPPO
 from textgym.agents.common.network import LMPolicyConfig
 from textgym.agents.common.policies import PASSED_THROUGH, LMActorCriticPolicy
 from textgym.agents.dqn.policy import Q_KEYS, LMQPolicy
+from textgym.agents.softq import SoftQ
+from textgym.agents.textppo import GRPO, REINFORCE, RLOO, TextPPO
 
 FOLDER = Path(__file__).parents[1] / "hyperparams"  # agents/hyperparams/<algo>.yml
 # The registry's algorithms: name -> class (``textgym train --algo NAME``, hyperparams/NAME.yml).

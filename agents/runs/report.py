@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from textgym.atomic import write_bytes, write_text
-
 from textgym.agents.runs.evaluation import Evaluation
+from textgym.agents.runs.failures import writing
+from textgym.atomic import write_bytes
 
 if TYPE_CHECKING:
     from textgym.agents.runs.callbacks import Run
@@ -44,8 +44,12 @@ def report(
             f"- trained ({new['reward']:+.3f}): {new['text']!r}",
             "",
         ]
-    write_text(run.out / "samples.md", "\n".join(lines))
-    write_bytes(run.out / "curve.png", plot_curve(run, before["metrics"]["reward"], after.metrics["reward"]))
+    for name, data in (
+        ("samples.md", "\n".join(lines).encode()),
+        ("curve.png", plot_curve(run, before["metrics"]["reward"], after.metrics["reward"])),
+    ):
+        with writing(run.out / name, len(data)):
+            write_bytes(run.out / name, data)
     console.print(f"run directory: {run.out} (TensorBoard: tensorboard --logdir {run.out / 'tb'})")
 
 

@@ -8,7 +8,8 @@ end past the time budget is not started. A run resumes from its last checkpoint.
 
 One process at a time trains a run directory (it holds ``train.lock``), and ``run.json``'s
 status says how the last one ended: ``running`` (or, with the lock free, killed before it
-ended), ``finished``, ``interrupted`` (Ctrl-C) or ``failed`` (with the error).
+ended), ``finished``, ``interrupted`` (Ctrl-C or SIGTERM) or ``failed`` (with the error; a full
+disk is one message, and where ``run.json`` cannot be written, the lock file holds the status).
 
 The algorithm's hyperparameters come from the registry (``agents/hyperparams/<algo>.yml``, see
 :mod:`textgym.agents.runs.hyperparams`) with the run's overrides; ``run.json`` holds them resolved.
@@ -16,8 +17,8 @@ The algorithm's hyperparameters come from the registry (``agents/hyperparams/<al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,47 +35,41 @@ from textgym.agents.common.buffers import EpisodeRolloutBuffer
 from textgym.agents.common.policies import LMActorCriticPolicy
 from textgym.agents.dqn.policy import LMQPolicy
 from textgym.agents.runs.callbacks import Run, TrainingMonitor
-from textgym.agents.runs.hyperparams import ALGOS
-from textgym.agents.runs.checkpoints import LOCK, REPLAY, RUN_FILE, Checkpoint, CheckpointError, RunLock, is_run_dir, load_archive, read_checkpoint, read_json, read_run
-from textgym.agents.runs.config import DATA_PARALLEL, IDENTITY, TrainConfig, saved_config
+from textgym.agents.runs.checkpoints import (
+    LOCK,
+    REPLAY,
+    RUN_FILE,
+    Checkpoint,
+    CheckpointError,
+    RunLock,
+    is_run_dir,
+    load_archive,
+    read_checkpoint,
+    read_json,
+    read_run,
+)
+from textgym.agents.runs.config import DATA_PARALLEL, TrainConfig
 from textgym.agents.runs.evaluation import evaluate
-from textgym.agents.runs.hyperparams import STOCK, constructor_kwargs
+from textgym.agents.runs.failures import (
+    DiskFullError,
+    describe,
+    disk_full,
+    release,
+    save_json,
+    sigterm_interrupts,
+)
+from textgym.agents.runs.hyperparams import ALGOS, STOCK, constructor_kwargs
 from textgym.agents.runs.report import report
-from textgym.atomic import check_writable, write_json
+from textgym.agents.runs.rundir import (
+    checkpoint_tokens,
+    interrupted,
+    new_run_dir,
+    prepare_out,
+    start_over,
+    stopped_early,
+)
 from textgym.models.precision import describe_precision, resolve_device
 from textgym.wrappers import VecKLRewardWrapper
-
-
-def prepare_out(config: TrainConfig, out: Path, resume: bool) -> Checkpoint | None:
-    """Check ``out`` before anything is written (ValueError or CheckpointError naming the
-    problem); the checkpoint to resume from, None to train from the start."""
-    check_writable(out, "--out", folder=True)
-    if not out.exists():
-        if resume:
-            raise CheckpointError(f"nothing to resume: {out} does not exist")
-        return None
-    if not (out / RUN_FILE).exists():
-        if any(path.name != LOCK for path in out.iterdir()):  # a lock alone: a start that failed
-            raise ValueError(f"--out {out} is not empty and holds no textgym run: choose another directory")
-        if resume:
-            raise CheckpointError(f"nothing to resume: {out} is empty")
-        return None
-    saved = saved_config(read_run(out)["config"])
-    mine = json.loads(json.dumps(dataclasses.asdict(config)))  # as it reads back from run.json
-    differ = [f"{k}={saved.get(k)!r} (asked {mine[k]!r})" for k in IDENTITY if saved.get(k) != mine[k]]
-    if not differ:  # the same env and algo: name the hyperparameters that differ
-        old, new = saved["hyperparams"], mine["hyperparams"]
-        differ = [
-            f"{k}={old.get(k)!r} (asked {new.get(k)!r})" for k in {**old, **new} if old.get(k) != new.get(k)
-        ]
-    if differ:
-        raise ValueError(f"--out {out} holds another run ({', '.join(differ)}): choose another directory")
-    if not resume:
-        raise ValueError(
-            f"--out {out} already holds this run: pass --resume to continue it, or choose another --out"
-        )
-    # None: stopped before its first checkpoint; training starts again, the first evaluation is kept
-    return read_checkpoint(out)
 
 
 def build_agent(config: TrainConfig, tensorboard: Path | None, device: str) -> BaseAlgorithm:
@@ -120,62 +115,110 @@ def training_env(config: TrainConfig) -> Any:
 
 def train(
     config: TrainConfig,
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     resume: bool = False,
     console: Console | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Run (or resume) one training run in ``out``; returns its summary (also in ``run.json``).
-    ``clock`` measures training time against ``budget_minutes`` (tests pass a fake one).
+    """Run (or resume) one training run in ``out`` (None: a new run directory, see
+    :func:`new_run_dir`); returns its summary (also in ``run.json``). ``clock`` measures
+    training time against ``budget_minutes`` (tests pass a fake one).
 
     Nothing is written when the config, ``out`` or the checkpoint is bad, or when another
     process trains ``out`` (:class:`RunBusyError`). Once ``run.json`` says "running", an error
-    leaves it "failed" and Ctrl-C "interrupted" (and the exception goes on).
+    leaves it "failed", and Ctrl-C or SIGTERM (:class:`Terminated`) "interrupted", and the
+    exception goes on; a full disk is one :class:`DiskFullError`. A run that stopped before its
+    first checkpoint is started over by a run without ``resume`` (:func:`stopped_early`).
 
     Under ``torchrun`` (data-parallel, see :mod:`textgym.agents.common.distributed`) every rank calls
     this; rank 0 does all of the above, the other ranks train alongside it and write nothing."""
     console = console or Console()
     overridden = ", ".join(config.hyperparams) or "none"
-    config = config.validate()  # resolved once, here, then passed down
-    device = resolve_device(config.device)  # the one place a run resolves its device
-    out = Path(out)
-    if distributed.launched():
-        if config.algo not in DATA_PARALLEL:
-            raise ValueError(
-                f"torchrun runs {list(DATA_PARALLEL)} on several ranks, not {config.algo!r}: "
-                "train it in one process"
-            )
-        device = distributed.setup(device)
-        if not distributed.is_main():
-            return train_alongside(config, out, resume, device, clock)
-    if not is_run_dir(out):
-        prepare_out(config, out, resume)  # a bad --out fails before the lock creates anything
-    with RunLock(out):  # held until train() returns
-        checkpoint = prepare_out(config, out, resume)  # checked again: no other process changes out now
+    with sigterm_interrupts():  # SIGTERM stops a run as Ctrl-C does
+        config = config.validate()  # resolved once, here, then passed down
+        device = resolve_device(config.device)  # the one place a run resolves its device
+        if out is None and (resume or distributed.launched()):
+            raise ValueError("give the run directory (--out) to resume a run or to train it under torchrun")
+        if distributed.launched():
+            if config.algo not in DATA_PARALLEL:
+                raise ValueError(
+                    f"torchrun runs {list(DATA_PARALLEL)} on several ranks, not {config.algo!r}: "
+                    "train it in one process"
+                )
+            device = distributed.setup(device)
+            if not distributed.is_main():
+                return train_alongside(config, Path(out), resume, device, clock)
+        out = new_run_dir(config) if out is None else Path(out)
+        if not is_run_dir(out):
+            prepare_out(config, out, resume)  # a bad --out fails before the lock creates anything
+        with RunLock(out) as lock:  # held until train() returns
+            return train_holding(config, out, lock, resume, console, device, clock, overridden)
+
+
+def train_holding(
+    config: TrainConfig,
+    out: Path,
+    lock: RunLock,
+    resume: bool,
+    console: Console,
+    device: str,
+    clock: Callable[[], float],
+    overridden: str,
+) -> dict[str, Any]:
+    """:func:`train`, once it holds the lock of ``out``."""
+    status = None if resume else stopped_early(out)
+    if status is not None:
+        start_over(out, status, console)
+    checkpoint = prepare_out(config, out, resume)  # checked again: no other process changes out now
+    console.print(
+        f"{config.algo} on {config.env}, hyperparameters from agents/hyperparams/{config.algo}.yml "
+        f"({config.profile} profile; overridden: {overridden}):\n  "
+        + ", ".join(f"{k}={v!r}" for k, v in config.hyperparams.items())
+    )
+    console.print(f"device {device}, precision {describe_precision(config.precision, device)}")
+    run = Run(config, out, console)
+    agent = None if checkpoint is None else resume_agent(run, checkpoint, device)  # before any write
+    if is_run_dir(out) and read_run(out).get("status") == "running":
+        how = f"it left in {out / LOCK}: {lock.left}" if lock.left else "killed or crashed"
         console.print(
-            f"{config.algo} on {config.env}, hyperparameters from agents/hyperparams/{config.algo}.yml "
-            f"({config.profile} profile; overridden: {overridden}):\n  "
-            + ", ".join(f"{k}={v!r}" for k, v in config.hyperparams.items())
+            f"{out / RUN_FILE} says 'running' but no process holds {out / LOCK}: "
+            f"the process that trained it stopped without finishing ({how})"
         )
-        console.print(f"device {device}, precision {describe_precision(config.precision, device)}")
-        run = Run(config, out, console)
-        agent = None if checkpoint is None else resume_agent(run, checkpoint, device)  # before any write
-        if is_run_dir(out) and read_run(out).get("status") == "running":
-            console.print(
-                f"{out / RUN_FILE} says 'running' but no process holds {out / LOCK}: "
-                "the process that trained it stopped without finishing (killed or crashed)"
-            )
+    try:
         run.write_run("running")
-        try:
-            return run_training(run, agent, device, clock)
-        except KeyboardInterrupt:
-            run.write_run("interrupted")
-            console.print(interrupted(out), soft_wrap=True, markup=False, highlight=False)
+        return run_training(run, agent, device, clock)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM
+        record(run, lock, "interrupted")
+        console.print(interrupted(out, err), soft_wrap=True, markup=False, highlight=False)
+        raise
+    except Exception as err:
+        full = disk_full(err)
+        if full is None:
+            record(run, lock, "failed", error=f"{type(err).__name__}: {err}")
             raise
-        except Exception as err:
-            run.write_run("failed", error=f"{type(err).__name__}: {err}")
-            raise
+        release(err)  # the files the failed write held open are closed, their space free again
+        path = full.path if isinstance(full, DiskFullError) else Path(full.filename or out)
+        needed = full.needed if isinstance(full, DiskFullError) else None
+        tokens = checkpoint_tokens(out)
+        then = "starts again" if tokens is None else f"continues from the checkpoint at {tokens} tokens"
+        message = (
+            f"{describe(path, needed)}; free some space: `textgym train ... --resume --out {out}` {then}"
+        )
+        record(run, lock, "failed", error=f"DiskFullError: {message}")
+        raise DiskFullError(path, needed, message) from None
+
+
+def record(run: Run, lock: RunLock, status: str, **extra: Any) -> None:
+    """``status`` in ``run.json``, or where even that cannot be written (a full disk), in the
+    lock file, where the next run finds it."""
+    try:
+        run.write_run(status, **extra)
+    except OSError as err:
+        release(err)
+        why = f" ({RUN_FILE} could not be written: {err})"
+        with contextlib.suppress(OSError):
+            lock.note(f"{status}{why}" + (f": {extra['error']}" if "error" in extra else ""))
 
 
 def train_alongside(
@@ -252,7 +295,7 @@ def run_training(
             device=device,
             precision=config.precision,
         ).to_dict()
-        write_json(before_path, before)
+        save_json(before_path, before)
     resumed = agent is not None
     if agent is None:
         agent = build_agent(config, out / "tb", device)
@@ -265,7 +308,7 @@ def run_training(
 
     console.print(f"evaluating the trained agent on {config.eval_prompts} test prompts ...")
     after = evaluate(agent, config.env, "test", config.eval_prompts, seeds=[config.seed])
-    write_json(out / "eval-after.json", after.to_dict())
+    save_json(out / "eval-after.json", after.to_dict())
     summary = {
         "train_tokens": agent.num_timesteps,
         "train_minutes": run.train_seconds / 60,
@@ -285,16 +328,3 @@ def run_training(
         "evals": run.evals,
         "after": after,
     }
-
-
-def interrupted(out: Path) -> str:
-    """The line for Ctrl-C: whether there is a checkpoint, and how to continue."""
-    again = f"`textgym train ... --resume --out {out}`"
-    try:
-        checkpoint = read_checkpoint(out)
-    except CheckpointError:
-        checkpoint = None
-    if checkpoint is None:
-        return f"interrupted before the first checkpoint: {again} starts the training again"
-    tokens = checkpoint.state.get("tokens")
-    return f"interrupted: the checkpoint at {tokens} tokens in {out} is intact; {again} continues from it"

@@ -6,6 +6,7 @@ disjoint: the corpus' own split where it has one, else a stable hash of the conv
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,27 +26,43 @@ DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
 }
 
 
-def load_dataset(name: str, split: str = "train", **options: Any) -> tuple[Example, ...]:
-    """Examples of ``split`` from a registered corpus, a ``.jsonl``/``.csv`` file or ``hf:<path>``."""
-    check_split(split)
+def dataset_options(name: str) -> tuple[str, ...]:
+    """The keyword options dataset ``name`` accepts (its builder's parameters after the split)."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"dataset must be a non-empty string, got {name!r}")
     if name in DATASETS:
-        examples = DATASETS[name][0](split, **options)
+        builder: Callable[..., Any] = DATASETS[name][0]
     elif name.startswith(HUB_PREFIX):
-        examples = hub_examples(name, split, **options)
+        builder = hub_examples
     elif Path(name).suffix in SUFFIXES:
-        if options:
-            raise TypeError(f"data files take no options, got {sorted(options)}")
-        examples = file_examples(name, split)
+        return ()
     else:
         raise ValueError(
             f"unknown dataset {name!r}: expected one of {sorted(DATASETS)}, a path ending in "
             f"{list(SUFFIXES)}, or '{HUB_PREFIX}<hub path>'"
         )
+    parameters = list(inspect.signature(builder).parameters)
+    return tuple(parameters[parameters.index("split") + 1 :])
+
+
+def load_dataset(name: str, split: str = "train", **options: Any) -> tuple[Example, ...]:
+    """Examples of ``split`` from a registered corpus, a ``.jsonl``/``.csv`` file or ``hf:<path>``."""
+    check_split(split)
+    accepted = dataset_options(name)
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for dataset {name!r}; accepted: {list(accepted) or 'none'}"
+        )
+    if name in DATASETS:
+        examples = DATASETS[name][0](split, **options)
+    elif name.startswith(HUB_PREFIX):
+        examples = hub_examples(name, split, **options)
+    else:
+        examples = file_examples(name, split)
     if not examples:
         raise ValueError(f"dataset {name!r} has no examples in split {split!r}")
     return examples
 
 
-__all__ = ["DATASETS", "SPLITS", "Example", "load_dataset", "split_of"]
+__all__ = ["DATASETS", "SPLITS", "Example", "dataset_options", "load_dataset", "split_of"]

@@ -43,15 +43,19 @@ def conversations() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(result)
 
 
-@functools.lru_cache(maxsize=16)
 def dialogue_examples(split: str, context_turns: int = 3) -> tuple[Example, ...]:
     """Context = up to ``context_turns`` turns of a chat; reference = the turn that followed.
 
     The speaker who wrote the reference is the assistant, the other one the user, so the last
     context turn is always the user's.
     """
-    if not isinstance(context_turns, int) or context_turns < 1:
+    if isinstance(context_turns, bool) or not isinstance(context_turns, int) or context_turns < 1:
         raise ValueError(f"context_turns must be a positive int, got {context_turns!r}")
+    return _dialogue_examples(split, context_turns)  # checked first: the cache needs hashable values
+
+
+@functools.lru_cache(maxsize=16)
+def _dialogue_examples(split: str, context_turns: int) -> tuple[Example, ...]:
     examples = []
     for conv_id, turns in conversations():
         if split_of(conv_id) != split:
@@ -66,14 +70,18 @@ def dialogue_examples(split: str, context_turns: int = 3) -> tuple[Example, ...]
     return tuple(examples)
 
 
-@functools.lru_cache(maxsize=16)
 def opening_examples(split: str, prompt_words: int = 6, min_words: int = 12) -> tuple[Example, ...]:
     """Prompt = the first ``prompt_words`` words of a chat turn at least ``min_words`` long;
     reference = the rest of that turn, as its writer continued it."""
-    if not isinstance(prompt_words, int) or prompt_words < 1:
+    if isinstance(prompt_words, bool) or not isinstance(prompt_words, int) or prompt_words < 1:
         raise ValueError(f"prompt_words must be a positive int, got {prompt_words!r}")
-    if not isinstance(min_words, int) or min_words <= prompt_words:
+    if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words <= prompt_words:
         raise ValueError(f"min_words must be an int above prompt_words={prompt_words}, got {min_words!r}")
+    return _opening_examples(split, prompt_words, min_words)  # checked first: the cache needs hashable values
+
+
+@functools.lru_cache(maxsize=16)
+def _opening_examples(split: str, prompt_words: int, min_words: int) -> tuple[Example, ...]:
     examples = []
     for conv_id, turns in conversations():
         if split_of(conv_id) != split:

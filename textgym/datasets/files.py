@@ -62,11 +62,24 @@ def _text(path: Path) -> str:
         ) from None
 
 
-def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    text = _text(path)
-    if path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return [(f"{path}:{n + 2}", row) for n, row in enumerate(reader)]
+def _csv_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:  # reader.line_num: the line the row ends on (a quoted field may span lines)
+            rows.append((f"{path}:{reader.line_num}", row))
+    except csv.Error as err:
+        line = reader.reader.line_num  # the line being read (DictReader's own counts finished rows)
+        if "field larger than field limit" in str(err):
+            raise ValueError(
+                f"{path}:{line}: a field is longer than {csv.field_size_limit():,} characters, the most "
+                "a CSV field may hold here; shorten it, or write the data as a .jsonl file"
+            ) from None
+        raise ValueError(f"{path}:{line}: not valid CSV ({err})") from None
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
     rows = []
     # Not splitlines(): a JSON string may hold U+2028, which splitlines() would break on.
     for n, line in enumerate(text.split("\n"), start=1):
@@ -74,8 +87,13 @@ def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
+        except ValueError as err:  # JSONDecodeError, and integers past Python's digit limit
+            raise ValueError(f"{path}:{n}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise ValueError(
+                f"{path}:{n}: JSON nested too deeply to read; each line must be a flat JSON object "
+                "with 'prompt' and 'reference' texts"
+            ) from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
         rows.append((f"{path}:{n}", row))
@@ -90,7 +108,8 @@ def file_examples(path: str | Path, split: str) -> tuple[Example, ...]:
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
     examples = []
-    for where, row in _rows(path):
+    rows = _csv_rows if path.suffix == ".csv" else _jsonl_rows
+    for where, row in rows(path, _text(path)):
         row_split, example = _example(row, where)
         if row_split == split:
             examples.append(example)

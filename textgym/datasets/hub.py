@@ -15,6 +15,9 @@ def hub_examples(
         import datasets
     except ImportError as err:
         raise ImportError(f"dataset {name!r} needs the package 'datasets': pip install datasets") from err
+    for option, column in (("prompt_column", prompt_column), ("reference_column", reference_column)):
+        if not isinstance(column, str) or not column:
+            raise TypeError(f"{option} must be a column name (a non-empty string), got {column!r}")
     path, _, config = name[len(PREFIX) :].partition(":")
     if not path:
         raise ValueError(f"dataset {name!r}: expected 'hf:<path>' or 'hf:<path>:<config>'")

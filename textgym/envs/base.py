@@ -11,8 +11,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textgym.datasets import Example, load_dataset
-from textgym.models import DEFAULT_MODEL, context_length, eos_token_ids, load_tokenizer, logits_width
+from textgym.datasets import Example, dataset_options, load_dataset
+from textgym.models import (
+    DEFAULT_MODEL,
+    check_model_name,
+    context_length,
+    eos_token_ids,
+    load_tokenizer,
+    logits_width,
+)
 from textgym.rewards import RewardFunction, make_reward, reward_name, score
 
 # Added to the task reward when the agent emits a token id past the tokenizer's vocabulary
@@ -93,6 +100,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
         task = self.defaults
+        model = check_model_name(model)
         self.render_mode = render_mode
         self.model_name = model
         self.split = split
@@ -109,10 +117,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.system_prompt = task.system_prompt if system_prompt is None else system_prompt
 
         self.dataset_name = dataset or task.dataset
-        options = task.dataset_kwargs if dataset is None else {}
-        self.examples: tuple[Example, ...] = load_dataset(
-            self.dataset_name, split, **{**options, **(dataset_kwargs or {})}
-        )
+        options = dict(task.dataset_kwargs) if dataset is None else {}
+        if dataset_kwargs is not None:
+            options.update(self._check_dataset_kwargs(self.dataset_name, dataset_kwargs))
+        self.examples: tuple[Example, ...] = load_dataset(self.dataset_name, split, **options)
         self.reward_fn: RewardFunction = make_reward(task.reward if reward is None else reward)
 
         self.tokenizer = load_tokenizer(model)
@@ -147,6 +155,23 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self._prompt_ids: list[int] = []
         self._generated: list[int] = []
         self._done = False
+
+    @staticmethod
+    def _check_dataset_kwargs(dataset: str, dataset_kwargs: Any) -> Mapping[str, Any]:
+        """``dataset_kwargs`` if it is a dict of options ``dataset`` takes, else one error naming it."""
+        accepted = dataset_options(dataset)
+        keys = list(accepted) or "none"
+        if not isinstance(dataset_kwargs, Mapping):
+            raise TypeError(
+                f"dataset_kwargs must be a dict of options for dataset {dataset!r} (accepted keys: "
+                f"{keys}) or None, got {type(dataset_kwargs).__name__} {dataset_kwargs!r}"
+            )
+        unknown = [key for key in dataset_kwargs if key not in accepted]
+        if unknown:
+            raise TypeError(
+                f"dataset_kwargs has unknown key(s) {unknown} for dataset {dataset!r}; accepted keys: {keys}"
+            )
+        return dataset_kwargs
 
     @classmethod
     def accepted_arguments(cls) -> list[str]:
