@@ -16,6 +16,7 @@ from textgym.datasets import DATASETS, SPLITS, Example, chitchat, dataset_option
 from textgym.datasets.aclsum import INSTRUCTION, detokenize, summarization_examples
 from textgym.datasets.chitchat import _data_file, conversations, dialogue_examples, opening_examples
 from textgym.datasets.files import file_examples
+from textgym.datasets.translation import clean_pairs, keep_pair, pair_examples, translation_examples
 
 CHITCHAT = ("chitchat-dialogue", "chitchat-openings")
 
@@ -465,7 +466,8 @@ def test_unknown_option_for_a_corpus() -> None:
         ("chitchat-openings", ("prompt_words", "min_words")),
         ("aclsum", ()),
         ("data.csv", ()),
-        ("hf:imdb", ("prompt_column", "reference_column")),
+        ("hf:imdb", ("prompt_column", "reference_column", "translation")),
+        ("jupyterlab-l10n", ("target",)),
     ],
 )
 def test_dataset_options_are_the_builders_parameters(name: str, options: tuple) -> None:
@@ -603,3 +605,98 @@ def test_jsonl_integer_past_the_digit_limit_names_the_file_and_line(tmp_path: Pa
     path.write_text('{"prompt": "p", "reference": "r", "id": ' + "9" * 5000 + "}\n")
     with pytest.raises(ValueError, match=r"big\.jsonl:1: not valid JSON"):
         file_examples(path, "train")
+
+
+# --- translation ----------------------------------------------------------------------------------
+
+
+def test_translation_catalogs_are_cleaned():
+    catalog = {
+        "": {"domain": "jupyterlab", "language": "fr-FR"},  # the header
+        "settings\x04Font family": ["Famille de polices"],  # context prefix dropped
+        "Font family": ["Police"],  # duplicate source: the first one kept
+        "Open %1": ["Ouvrir %1"],  # a placeholder inside prose is kept
+        "%1 (%2)": ["%1 (%2)"],  # untranslated
+        "%1 and %2": ["%1 et %2"],  # mostly placeholders
+        "Open the provided `path`.": ["Ouvrir le `path` fourni."],  # code
+        "Line one\nLine two": ["Ligne un\nLigne deux"],  # multi-line
+        "Save": [""],  # empty
+        "%d file": ["%d fichier", "%d fichiers"],  # plural: the singular form
+        "Close  all": ["Fermer   tout"],  # spaces collapsed
+    }
+    assert clean_pairs([catalog]) == (
+        ("%d file", "%d fichier"),
+        ("Close  all", "Fermer tout"),
+        ("Font family", "Famille de polices"),
+        ("Open %1", "Ouvrir %1"),
+    )
+    assert not keep_pair("C++", "C++") and not keep_pair("%1 / %2", "%1 / %2")
+    assert not keep_pair("Use {name}", "Utiliser {name}")  # half placeholder
+    assert keep_pair("Reset", "Réinitialiser")
+
+
+def test_translation_splits_are_disjoint_by_source_and_repeat():
+    pairs = [(f"Open file number {i}", f"Ouvrir le fichier {i}") for i in range(200)]
+    splits = {split: pair_examples(pairs, split, "de") for split in SPLITS}
+    sources = {split: {e.id for e in examples} for split, examples in splits.items()}
+    assert sum(map(len, sources.values())) == 200 and all(sources.values())
+    assert not (sources["train"] & sources["test"] or sources["train"] & sources["validation"])
+    assert splits["test"] == pair_examples(reversed(pairs), "test", "de")[::-1]  # order in, order out
+    example = splits["test"][0]
+    assert example.prompt.startswith("Translate into German: Open file number ")
+    assert example.turns == (("user", example.prompt),)
+
+
+@pytest.mark.parametrize(("target", "sizes"), [("fr", (2251, 330, 293)), ("de", (770, 115, 103))])
+def test_translation_corpus_sizes_and_disjoint_splits(target, sizes):
+    splits = [translation_examples(split, target) for split in SPLITS]
+    assert tuple(map(len, splits)) == sizes  # the docstring's table
+    sources = [{e.prompt for e in examples} for examples in splits]
+    assert len(set.union(*sources)) == sum(sizes)
+    assert load_dataset("jupyterlab-l10n", "test", target=target) == splits[2]
+
+
+def test_translation_target_is_checked():
+    with pytest.raises(ValueError, match=r"unknown translation target 'es': expected one of \['fr', 'de'\]"):
+        load_dataset("jupyterlab-l10n", "train", target="es")
+
+
+WMT_ROWS = [  # WMT16's and IWSLT2017's layout
+    {"translation": {"de": "Guten Morgen.", "en": "Good morning."}},
+    {"translation": {"de": "Wie  geht es dir?", "en": "How are you?"}},
+]
+
+
+def _stand_in_datasets(monkeypatch, rows, calls):
+    fake = type(sys)("datasets")
+    fake.load_dataset = lambda path, config, split: calls.append((path, config, split)) or _FakeTable(rows)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+
+
+def test_hub_translation_layout_becomes_prompts_and_references(monkeypatch):
+    calls = []
+    _stand_in_datasets(monkeypatch, WMT_ROWS, calls)
+    examples = load_dataset("hf:wmt16:de-en", "validation", translation="en-de")
+    assert calls == [("wmt16", "de-en", "validation")]
+    prompt = "Translate into German: Good morning."
+    assert examples[0] == Example("wmt16/validation/0", prompt, ("Guten Morgen.",), (("user", prompt),))
+    assert examples[1].references == ("Wie geht es dir?",)
+    assert load_dataset("hf:wmt16:de-en", "test", translation="de-en")[0].prompt == (
+        "Translate into English: Guten Morgen."
+    )
+    with pytest.raises(ValueError, match=r"translation must be '<source>-<target>' .*got 'en-xx'"):
+        load_dataset("hf:wmt16:de-en", "test", translation="en-xx")
+    with pytest.raises(
+        ValueError, match=r"'translation' column holding 'en' and 'fr' texts; found \['de', 'en'\]"
+    ):
+        load_dataset("hf:wmt16:de-en", "test", translation="en-fr")
+
+
+def test_translation_env_reads_the_hub_layout_for_its_target(monkeypatch):
+    import gymnasium as gym
+
+    _stand_in_datasets(monkeypatch, WMT_ROWS, [])
+    env = gym.make(
+        "TextGen-Translation-v0", model="tiny", target="de", dataset="hf:iwslt2017:iwslt2017-en-de"
+    )
+    assert env.unwrapped.examples[1].prompt == "Translate into German: How are you?"

@@ -39,7 +39,12 @@ def rollout(env, seed: int, steps: int = 100):
 
 
 def test_registry_holds_every_task():
-    assert ENV_IDS == ["TextGen-Dialogue-v0", "TextGen-Sentiment-v0", "TextGen-Summarization-v0"]
+    assert ENV_IDS == [
+        "TextGen-Dialogue-v0",
+        "TextGen-Sentiment-v0",
+        "TextGen-Summarization-v0",
+        "TextGen-Translation-v0",
+    ]
     for env_id in ENV_IDS:
         assert env_id in gym.registry
 
@@ -325,6 +330,7 @@ def test_bad_constructor_arguments_raise(kwargs, error, match):
         ("TextGen-Dialogue-v0", r"\['context_turns'\]"),
         ("TextGen-Summarization-v0", "none"),
         ("TextGen-Sentiment-v0", r"\['prompt_words', 'min_words'\]"),
+        ("TextGen-Translation-v0", r"\['target'\]"),
     ],
 )
 def test_unknown_dataset_kwargs_name_the_accepted_keys_of_the_dataset(env_id, accepted):
@@ -431,3 +437,20 @@ def test_sb3_make_vec_env_works_with_its_default_render_mode():
 
     venv = make_vec_env("TextGen-Sentiment-v0", n_envs=2, env_kwargs={"model": "tiny"})
     assert venv.num_envs == 2 and venv.get_attr("render_mode") == [None, None]
+
+
+@pytest.mark.parametrize("target", ["en", "FR", "french", None, ["fr"]])
+def test_translation_target_is_one_error_naming_the_targets(target):
+    with pytest.raises(ValueError, match=r"unknown translation target .*expected one of \['fr', 'de'\]"):
+        make("TextGen-Translation-v0", target=target)
+
+
+def test_translation_target_picks_the_language_of_data_and_prompt():
+    fr = make("TextGen-Translation-v0")
+    de = make("TextGen-Translation-v0", target="de", split="test")
+    assert fr.examples[0].prompt.startswith("Translate into French: ")
+    assert de.examples[0].prompt.startswith("Translate into German: ")
+    assert len(de.examples) < len(fr.examples)
+    obs, info = de.reset(options={"index": 0})
+    prompt = de.tokenizer.decode(obs["input_ids"][obs["attention_mask"] == 1])
+    assert "Translate into German: " in prompt and not info["prompt_truncated"]

@@ -65,6 +65,14 @@ PER_ENV = {
     ("softq", "TextGen-Sentiment-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
     ("softq", "TextGen-Summarization-v0"): dict(batch_episodes=32, gradient_steps=4),
     ("dqn", "TextGen-Summarization-v0"): dict(train_freq=64),
+    # Translation, hand-set from Sentiment's (36 new tokens): no study yet.
+    ("ppo", "TextGen-Translation-v0"): dict(n_steps=36, batch_size=288),
+    ("a2c", "TextGen-Translation-v0"): dict(n_steps=36),
+    ("dqn", "TextGen-Translation-v0"): dict(train_freq=36),
+    ("grpo", "TextGen-Translation-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
+    ("rloo", "TextGen-Translation-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
+    ("textppo", "TextGen-Translation-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
+    ("softq", "TextGen-Translation-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
 }
 LORA = {"textppo": dict(learning_rate=2e-4)}  # with --lora, over an env's values (textppo.yml says why)
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches

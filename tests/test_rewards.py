@@ -424,3 +424,27 @@ def test_distinct_n_counts_unique_ngrams_over_all_texts():
     assert distinct_n(["", "one"], 2) == 0.0
     with pytest.raises(ValueError, match="n must be a positive int"):
         distinct_n(["a"], 0)
+
+
+def test_translation_reward_is_chrf_plus_degeneracy_on_known_strings():
+    fn = make_reward("translation")
+    completions = ["Ouvrir le fichier", "", "fichier fichier fichier fichier fichier"]
+    references = [("Ouvrir le fichier",), ("Ouvrir",), ("Ouvrir le fichier",)]
+    total, parts = score(fn, ["p"] * 3, completions, references)
+    assert total.dtype == np.float32 and set(parts) == {"chrf", "degeneracy"}
+    np.testing.assert_allclose(parts["chrf"][:2], [1.0, 0.0])  # exact match, empty text
+    assert 0 < parts["chrf"][2] < 1
+    np.testing.assert_allclose(parts["degeneracy"], [0.0, -1.0, -0.5])
+    np.testing.assert_allclose(total, parts["chrf"] + parts["degeneracy"])
+
+
+def test_translation_metrics_bleu_chrf_ter():
+    from textgym.rewards.metrics import compute_metrics
+
+    values = compute_metrics(
+        ["bleu", "chrf", "ter"], ["p", "p"], ["Ouvrir le fichier", "Fermer"], [("Ouvrir le fichier",)] * 2
+    )
+    np.testing.assert_allclose([values[k][0] for k in ("bleu", "chrf", "ter")], [100.0, 100.0, 0.0])
+    assert (
+        values["bleu"][1] == 0 and values["chrf"][1] < 10 and values["ter"][1] == 100.0
+    )  # 3 edits / 3 words

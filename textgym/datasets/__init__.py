@@ -17,12 +17,17 @@ from textgym.datasets.chitchat import dialogue_examples, opening_examples
 from textgym.datasets.files import SUFFIXES, file_examples
 from textgym.datasets.hub import PREFIX as HUB_PREFIX
 from textgym.datasets.hub import hub_examples
+from textgym.datasets.translation import translation_examples
 
 # name -> (builder(split, **options), one-line description)
 DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
     "chitchat-dialogue": (dialogue_examples, "last turns of real chats (chitchat-dataset) -> next turn"),
     "chitchat-openings": (opening_examples, "opening words of real chat messages (chitchat-dataset)"),
     "aclsum": (summarization_examples, "ACL paper abstracts -> human summaries (aclsum)"),
+    "jupyterlab-l10n": (
+        translation_examples,
+        "English UI strings -> French/German human translations (JupyterLab language packs)",
+    ),
 }
 
 

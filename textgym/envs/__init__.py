@@ -12,16 +12,26 @@ from textgym.envs.base import TaskDefaults, TextGenEnv
 from textgym.envs.dialogue import DialogueEnv
 from textgym.envs.sentiment import SentimentEnv
 from textgym.envs.summarization import SummarizationEnv
+from textgym.envs.translation import TranslationEnv
 
 # id -> entry point; the catalogue ``textgym envs`` prints.
 ENVS: dict[str, type[TextGenEnv]] = {
     "TextGen-Dialogue-v0": DialogueEnv,
     "TextGen-Summarization-v0": SummarizationEnv,
     "TextGen-Sentiment-v0": SentimentEnv,
+    "TextGen-Translation-v0": TranslationEnv,
 }
 
 for _env_id, _cls in ENVS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=f"{_cls.__module__}:{_cls.__name__}")
 
-__all__ = ["ENVS", "DialogueEnv", "SentimentEnv", "SummarizationEnv", "TaskDefaults", "TextGenEnv"]
+__all__ = [
+    "ENVS",
+    "DialogueEnv",
+    "SentimentEnv",
+    "SummarizationEnv",
+    "TaskDefaults",
+    "TextGenEnv",
+    "TranslationEnv",
+]

@@ -5,6 +5,7 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ========================  ==================================================================
 ``dialogue``              MiniLM similarity to the reference + degeneracy penalty
 ``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
+``translation``           sentence chrF in [0, 1] + degeneracy penalty
 ``sentiment-positive``    VADER compound score of the completion
 ``sentiment-negative``    minus the VADER compound score
 ``similarity``            MiniLM cosine similarity to the closest reference
@@ -37,6 +38,7 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "sentiment-negative": lambda: VaderSentiment("negative"),
     "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
     "summarization": lambda: combine({"rouge": 1.0, "degeneracy": 1.0}, name="summarization"),
+    "translation": lambda: combine({"chrf": 1.0, "degeneracy": 1.0}, name="translation"),
 }
 
 

@@ -7,6 +7,9 @@ their means with confidence intervals next to the task reward.
 =================  ====================================================================
 ``rouge1/2/L``     ROUGE F1 (rouge-score, stemmed) against the best reference, in [0, 1]
 ``bleu``           sentence BLEU (sacrebleu, exponential smoothing), in [0, 100]
+``chrf``           sentence chrF (sacrebleu), in [0, 100]
+``ter``            sentence TER (sacrebleu): edits per reference word, in percent; 0 is a
+                   perfect match, lower is better, and it may pass 100
 ``similarity``     MiniLM cosine similarity to the closest reference, in [-1, 1]
 ``vader``          VADER compound score of the text, in [-1, 1]
 ``positive_rate``  1 when the VADER compound score is at least 0.05 (VADER's own threshold
@@ -20,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from textgym.rewards.base import RewardFunction
-from textgym.rewards.lexical import Rouge, bleu
+from textgym.rewards.base import RewardFunction, check_batch
+from textgym.rewards.lexical import Rouge, bleu, chrf
 from textgym.rewards.sentiment import VaderSentiment
 from textgym.rewards.similarity import EmbeddingSimilarity
 
@@ -33,6 +36,25 @@ def bleu_100(
 ) -> np.ndarray:
     """Sentence BLEU in sacrebleu's usual [0, 100] scale."""
     return bleu(prompts, completions, references) * np.float32(100)
+
+
+def chrf_100(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """Sentence chrF in sacrebleu's usual [0, 100] scale."""
+    return chrf(prompts, completions, references) * np.float32(100)
+
+
+def ter(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """Sentence TER (sacrebleu) against all references, in percent (lower is better)."""
+    check_batch(prompts, completions, references)
+    import sacrebleu
+
+    return np.array(
+        [sacrebleu.sentence_ter(c, list(r)).score for c, r in zip(completions, references)], dtype=np.float32
+    )
 
 
 def positive_rate(
@@ -48,6 +70,8 @@ METRICS: dict[str, Callable[[], RewardFunction]] = {
     "rouge2": lambda: Rouge("rouge2"),
     "rougeL": lambda: Rouge("rougeL"),
     "bleu": lambda: bleu_100,
+    "chrf": lambda: chrf_100,
+    "ter": lambda: ter,
     "similarity": EmbeddingSimilarity,
     "vader": lambda: VaderSentiment("positive"),
     "positive_rate": lambda: positive_rate,
