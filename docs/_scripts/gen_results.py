@@ -21,52 +21,37 @@ from __future__ import annotations
 import ast
 import dataclasses
 import glob
-import importlib
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from textgym.agents.leaderboard import board
+from textgym.agents.leaderboard.config import AGENTS, LeaderboardConfig
+from textgym.agents.leaderboard.store import read_records
+from textgym.agents.runs.config import TrainConfig
+from textgym.agents.runs.hyperparams import hyperparams
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS_JSONL = RESULTS / "leaderboard" / "runs.jsonl"
 BOARD_COMMAND = "python benchmarks/leaderboard.py"
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-AGENT_NAMES = ("sample", "greedy", "ppo", "a2c", "textppo", "grpo", "rloo", "reinforce", "softq", "dqn")
 
 
 # --- the leaderboard -------------------------------------------------------------------------
 
 
-def _first_module(*names: str) -> Any:
-    """The first of ``names`` that imports (the agents' modules moved into subpackages)."""
-    errors = []
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ImportError as err:
-            errors.append(f"{name}: {err}")
-    raise ImportError("; ".join(errors))
-
-
-def board_module() -> Any:
-    return _first_module("textgym.agents.leaderboard.board", "textgym.agents.board")
-
-
 def read_runs(path: Path = RUNS_JSONL) -> list[dict[str, Any]]:
     """The records of ``runs.jsonl``, read by the leaderboard's own reader."""
-    store = _first_module(
-        "textgym.agents.leaderboard.store", "textgym.agents.leaderboard.config", "textgym.agents.records"
-    )
-    return store.read_records(path)
+    return read_records(path)
 
 
 def published_board() -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``{env: {agent: [records]}}`` of the published board: the leaderboard's default
     configuration (what ``python benchmarks/leaderboard.py`` runs), as its board selects them."""
-    board = board_module()
-    config = board.LeaderboardConfig(results=str(RUNS_JSONL.parent)).resolved()
+    config = LeaderboardConfig(results=str(RUNS_JSONL.parent)).resolved()
     return board.select(read_runs(), config)
 
 
@@ -76,7 +61,7 @@ def _split(line: str) -> list[str]:
 
 def env_rows(env: str, by_agent: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
     """The board's table for ``env`` (``board.env_table``) as a header and rows of cells."""
-    lines = board_module().env_table(env, by_agent)
+    lines = board.env_table(env, by_agent)
     return _split(lines[0]), [_split(line) for line in lines[2:]]
 
 
@@ -93,7 +78,6 @@ def leaderboard_markdown(
 ) -> str:
     """The board's tables; with ``plots``, each env's two plots (drawn there by the board's own
     ``plot_env``: reward during training, metrics with intervals) below its table."""
-    board = board_module()
     lines = [
         f"Reproduce every row: `{BOARD_COMMAND}` (records appended to "
         "`benchmarks/results/leaderboard/runs.jsonl`; one env: `--envs ID`, some agents: "
@@ -116,7 +100,7 @@ def agent_markdown(agent: str, chosen: dict[str, dict[str, list[dict[str, Any]]]
     """One agent's rows across the envs, with its rank on each env's board."""
     keep = ["rank", "task reward", "perplexity", "distinct-2", "KL (nats)", "seeds (reward per seed)",
             "tokens trained on", "train min"]  # fmt: skip
-    label = board_module().LABELS.get(agent, agent)
+    label = board.LABELS.get(agent, agent)
     rows = []
     for env, by_agent in chosen.items():
         if agent not in by_agent:
@@ -144,7 +128,7 @@ def agent_markdown(agent: str, chosen: dict[str, dict[str, list[dict[str, Any]]]
 def readme_top_rows(chosen: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> str:
     """The README's excerpt of the board: per env the three best agents and untrained sampling."""
     chosen = published_board() if chosen is None else chosen
-    sampling = board_module().LABELS["sample"]
+    sampling = board.LABELS["sample"]
     rows = []
     for env, by_agent in chosen.items():
         header, cells = env_rows(env, by_agent)
@@ -281,10 +265,7 @@ def train_command(run: dict[str, Any]) -> str:
     """``textgym train`` with the run's settings; hyperparameters that differ from today's
     registry values for its env and algorithm are given as ``--hyperparams`` overrides."""
     config, summary = run["config"], run.get("summary", {})
-    train_config = _first_module(
-        "textgym.agents.runs.config", "textgym.agents.runs.training", "textgym.agents.training"
-    ).TrainConfig
-    defaults = {f.name: f.default for f in dataclasses.fields(train_config)}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     minutes, tokens = config["budget_minutes"], config["budget_tokens"]
     budget = f"{minutes:g}m" + ("" if tokens == defaults["budget_tokens"] else f",{tokens}")
     parts = ["textgym train", f"--env {config['env']}", f"--algo {config['algo']}", f"--budget {budget}"]
@@ -301,9 +282,8 @@ def train_command(run: dict[str, Any]) -> str:
 
 def _overrides(config: dict[str, Any]) -> list[str]:
     try:
-        registry = _first_module("textgym.agents.runs.hyperparams", "textgym.agents.hyperparams")
-        today = registry.hyperparams(config["algo"], config["env"], config.get("profile", "default"))
-    except (ImportError, ValueError):
+        today = hyperparams(config["algo"], config["env"], config.get("profile", "default"))
+    except ValueError:  # an env or algorithm the registry no longer has
         return []
     out = []
     for key, value in sorted(config.get("hyperparams", {}).items()):
@@ -502,7 +482,7 @@ def generate(docs: Path) -> None:
     out = docs / "_generated"
     chosen = published_board()
     write(out / "leaderboard.md", leaderboard_markdown(chosen, plots=out / "leaderboard"))
-    for agent in AGENT_NAMES:
+    for agent in AGENTS:
         write(out / f"leaderboard-{agent}.md", agent_markdown(agent, chosen))
     write(out / "leaderboard-top.md", readme_top_rows(chosen) + "\n")
     write(out / "results-training.md", training_markdown())

@@ -16,30 +16,28 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
+
+from textgym.agents.runs.hyperparams import ALGOS, hyperparams, registry
+from textgym.envs import ENVS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 TUNE = RESULTS / "tune"
-ENVS = ("TextGen-Dialogue-v0", "TextGen-Sentiment-v0", "TextGen-Summarization-v0")
-ALGOS = ("textppo", "grpo", "rloo", "reinforce", "softq", "ppo", "a2c", "dqn")
 # tune.py's flags in the order a command gives them, from the keys of a record's "settings".
 FLAGS = ("budget_minutes", "budget_tokens", "eval_prompts", "precision", "seed", "rungs", "min_distinct",
          "max_perplexity")  # fmt: skip
 
 
-def registry_reader() -> Any:
-    """The registry reader module (``textgym.agents.runs.hyperparams``; earlier layouts kept it at
-    ``textgym.agents.hyperparams``)."""
-    try:
-        return importlib.import_module("textgym.agents.runs.hyperparams")
-    except ModuleNotFoundError:
-        return importlib.import_module("textgym.agents.hyperparams")
+def tuning_labels() -> set[str]:
+    """The sections of docs/tuning.md (``(grpo-sentiment)=``): an env's column links to its
+    algorithm's section where one exists (an env not yet studied has none)."""
+    return set(re.findall(r"^\((\S+)\)=$", (ROOT / "docs" / "tuning.md").read_text(), re.M))
 
 
 def task(env_id: str) -> str:
@@ -68,18 +66,21 @@ def flat(entry: dict[str, Any]) -> dict[str, Any]:
 
 def hyperparams_markdown(algo: str) -> str:
     """The keys ``<algo>.yml`` sets for any env, with each env's resolved value."""
-    reader = registry_reader()
-    entries = reader.registry(algo)
+    entries = registry(algo)
     envs = [env for env in ENVS if env in entries]
-    resolved = {env: flat(reader.hyperparams(algo, env)) for env in envs}
+    resolved = {env: flat(hyperparams(algo, env)) for env in envs}
     keys = list(dict.fromkeys(key for env in envs for key in flat(entries[env])))
-    head = " | ".join(f"`{env}` ({{ref}}`tuning <{algo}-{task(env)}>`)" for env in envs)
+    labels = tuning_labels()
+    head = " | ".join(
+        f"`{env}` ({{ref}}`tuning <{algo}-{task(env)}>`)" if f"{algo}-{task(env)}" in labels else f"`{env}`"
+        for env in envs
+    )
     lines = [f"| key | {head} |", "|---" * (len(envs) + 1) + "|"]
     for key in keys:
         lines.append(f"| `{key}` | " + " | ".join(show(resolved[env].get(key)) for env in envs) + " |")
     lines.append("")
     lines.append(
-        f"From `agents/hyperparams/{algo}.yml`; keys it does not set keep {reader.ALGOS[algo].__name__}'s "
+        f"From `agents/hyperparams/{algo}.yml`; keys it does not set keep {ALGOS[algo].__name__}'s "
         f"defaults (`textgym train --algo {algo} --help` lists every key with the value a run uses)."
     )
     for block, meaning in (("quick", "The `quick` profile (tests, `textgym leaderboard --quick`)"),
