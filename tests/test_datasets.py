@@ -430,7 +430,8 @@ def test_jsonl_empty_references_list(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(ValueError, match=r"unknown dataset 'wikitext'.*\['aclsum', 'chitchat-dialogue'"):
+    expected = r"unknown dataset 'wikitext'.*\['aclsum', 'chitchat-concepts', 'chitchat-dialogue'"
+    with pytest.raises(ValueError, match=expected):
         load_dataset("wikitext", "train")
 
 

@@ -40,7 +40,9 @@ def rollout(env, seed: int, steps: int = 100):
 
 def test_registry_holds_every_task():
     assert ENV_IDS == [
+        "TextGen-Concepts-v0",
         "TextGen-Dialogue-v0",
+        "TextGen-Reasoning-v0",
         "TextGen-Sentiment-v0",
         "TextGen-Summarization-v0",
         "TextGen-Translation-v0",
@@ -331,6 +333,8 @@ def test_bad_constructor_arguments_raise(kwargs, error, match):
         ("TextGen-Summarization-v0", "none"),
         ("TextGen-Sentiment-v0", r"\['prompt_words', 'min_words'\]"),
         ("TextGen-Translation-v0", r"\['target'\]"),
+        ("TextGen-Reasoning-v0", r"\['task', 'task_config', 'size'\]"),
+        ("TextGen-Concepts-v0", r"\['seed'\]"),
     ],
 )
 def test_unknown_dataset_kwargs_name_the_accepted_keys_of_the_dataset(env_id, accepted):

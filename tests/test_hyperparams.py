@@ -73,6 +73,22 @@ PER_ENV = {
     ("rloo", "TextGen-Translation-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
     ("textppo", "TextGen-Translation-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
     ("softq", "TextGen-Translation-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
+    # Concepts, hand-set from Sentiment's (32 new tokens): no study yet.
+    ("ppo", "TextGen-Concepts-v0"): dict(n_steps=32, batch_size=256),
+    ("a2c", "TextGen-Concepts-v0"): dict(n_steps=32),
+    ("dqn", "TextGen-Concepts-v0"): dict(train_freq=32),
+    ("grpo", "TextGen-Concepts-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
+    ("rloo", "TextGen-Concepts-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
+    ("textppo", "TextGen-Concepts-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
+    ("softq", "TextGen-Concepts-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
+    # Reasoning, hand-set from Sentiment's (96 new tokens): no study yet.
+    ("ppo", "TextGen-Reasoning-v0"): dict(n_steps=96, batch_size=768),
+    ("a2c", "TextGen-Reasoning-v0"): dict(n_steps=96),
+    ("dqn", "TextGen-Reasoning-v0"): dict(train_freq=96),
+    ("grpo", "TextGen-Reasoning-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
+    ("rloo", "TextGen-Reasoning-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
+    ("textppo", "TextGen-Reasoning-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
+    ("softq", "TextGen-Reasoning-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
 }
 LORA = {"textppo": dict(learning_rate=2e-4)}  # with --lora, over an env's values (textppo.yml says why)
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
+from textgym.datasets.concepts import concept_prompt
 from textgym.rewards import (
     REWARDS,
     EmbeddingSimilarity,
@@ -33,6 +34,15 @@ BATCH = (
     ["I love this wonderful day!", CAT, "a b c d a b c d"],
     [["What a great day."], [CAT_PARAPHRASE, STOCKS], ["The letters repeat."]],
 )
+
+
+# Rewards that read their task from the prompt get prompts of that task's form.
+CONCEPT_PROMPTS = [concept_prompt(words) for words in (["day", "love"], ["animal", "cat"], ["letters"])]
+TASK_PROMPTS = {"concepts": CONCEPT_PROMPTS, "coverage": CONCEPT_PROMPTS}
+
+
+def batch_for(name: str) -> tuple[list, list, list]:
+    return TASK_PROMPTS.get(name, BATCH[0]), *BATCH[1:]
 
 
 def batch_of(completions: list[str], references: list[list[str]]) -> tuple[list, list, list]:
@@ -238,12 +248,12 @@ def test_reference_string_instead_of_list(name: str) -> None:
 def test_every_registered_reward(name: str) -> None:
     fn = make_reward(name)
     assert callable(fn)
-    values = fn(*BATCH)
+    values = fn(*batch_for(name))
     assert isinstance(values, np.ndarray)
     assert values.dtype == np.float32
     assert values.shape == (3,)
     assert np.all(np.isfinite(values))
-    total, components = score(fn, *BATCH)
+    total, components = score(fn, *batch_for(name))
     np.testing.assert_allclose(total, values, rtol=1e-6, atol=1e-6)
     assert components
 

@@ -344,6 +344,63 @@ def training_markdown() -> str:
     ]) + "\n"  # fmt: skip
 
 
+TEXTS_SHOWN = 3  # before/after texts per task: the first test prompts both evaluations drew
+
+
+def _metric_cell(metrics: dict[str, Any], key: str) -> str:
+    if key not in metrics:
+        return "-"
+    digits = 3 if abs(metrics[key]) < 10 else 1
+    interval = metrics.get(f"{key}_ci95")
+    return f"{metrics[key]:.{digits}f}" + (f" ± {interval:.{digits}f}" if interval is not None else "")
+
+
+def _cell_text(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|") or "*(empty)*"
+
+
+def task_markdown(run_dir: Path) -> list[str]:
+    """One ``textgym train`` run's task metrics before and after, and the texts of the first
+    test prompts that both evaluations drew, side by side."""
+    run = json.loads((run_dir / "run.json").read_text())
+    before, after = (json.loads((run_dir / f"eval-{n}.json").read_text()) for n in ("before", "after"))
+    config, summary = run["config"], run.get("summary", {})
+    keys = ["reward", *before["metric_names"], "distinct_2", "perplexity", "kl", "mean_length"]
+    lines = [
+        f"### {config['env']}: {config['algo']}, {summary.get('train_minutes', 0):.0f} minutes",
+        "",
+        f"`{train_command(run)}` (record `{run_dir.name}`, {summary.get('train_tokens', 0):,} tokens, "
+        f"{summary.get('precision', config.get('precision', 'fp32'))}).",
+        "",
+        *_table(
+            ["test metric", "before", "after"],
+            [[key, *(_metric_cell(e["metrics"], key) for e in (before, after))] for key in keys],
+        ),
+        "",
+    ]
+    later = {(row["example_id"], row["seed"]): row for row in after["examples"]}
+    pairs = [(row, later.get((row["example_id"], row["seed"]))) for row in before["examples"]]
+    pairs = [pair for pair in pairs if pair[1] is not None][:TEXTS_SHOWN]
+    rows = [
+        [_cell_text(b["prompt"]), _cell_text(b["references"][0]),
+         *(f"{_cell_text(row['text'])} ({row['reward']:+.2f})" for row in (b, a))]
+        for b, a in pairs
+    ]  # fmt: skip
+    return [*lines, *_table(["prompt", "reference", "before (reward)", "after (reward)"], rows), ""]
+
+
+def tasks_markdown(envs: tuple[str, ...] = ("Translation", "Concepts", "Reasoning")) -> str:
+    """Every finished run of the tasks in ``envs``, each with its task metrics and texts."""
+    sections = []
+    for env in envs:
+        for path in sorted(RESULTS.glob("train-*/run.json")):
+            run = json.loads(path.read_text())
+            finished = run.get("status") == "finished" and (path.parent / "eval-after.json").exists()
+            if finished and run["config"]["env"] == f"TextGen-{env}-v0":
+                sections += task_markdown(path.parent)
+    return "\n".join(sections) + "\n"
+
+
 # --- benchmark records -----------------------------------------------------------------------
 
 
@@ -486,6 +543,7 @@ def generate(docs: Path) -> None:
         write(out / f"leaderboard-{agent}.md", agent_markdown(agent, chosen))
     write(out / "leaderboard-top.md", readme_top_rows(chosen) + "\n")
     write(out / "results-training.md", training_markdown())
+    write(out / "results-tasks.md", tasks_markdown())
     write(out / "results-compare-trl.md", "\n".join(compare_trl_markdown()) + "\n")
     write(out / "results-agents-learn.md", "\n".join(agents_learn_markdown()) + "\n")
     for family in FAMILIES:

@@ -14,20 +14,24 @@ from typing import Any
 from textgym.datasets.aclsum import summarization_examples
 from textgym.datasets.base import SPLITS, Example, check_split, split_of
 from textgym.datasets.chitchat import dialogue_examples, opening_examples
+from textgym.datasets.concepts import concept_examples
 from textgym.datasets.files import SUFFIXES, file_examples
 from textgym.datasets.hub import PREFIX as HUB_PREFIX
 from textgym.datasets.hub import hub_examples
+from textgym.datasets.reasoning import reasoning_examples
 from textgym.datasets.translation import translation_examples
 
 # name -> (builder(split, **options), one-line description)
 DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
     "chitchat-dialogue": (dialogue_examples, "last turns of real chats (chitchat-dataset) -> next turn"),
     "chitchat-openings": (opening_examples, "opening words of real chat messages (chitchat-dataset)"),
+    "chitchat-concepts": (concept_examples, "3-5 content words of a real chat message -> the message"),
     "aclsum": (summarization_examples, "ACL paper abstracts -> human summaries (aclsum)"),
     "jupyterlab-l10n": (
         translation_examples,
         "English UI strings -> French/German human translations (JupyterLab language packs)",
     ),
+    "reasoning-gym": (reasoning_examples, "verifiable problems of any reasoning-gym dataset (seeded pools)"),
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from textgym.envs.base import TaskDefaults, TextGenEnv
+from textgym.envs.concepts import ConceptsEnv
 from textgym.envs.dialogue import DialogueEnv
+from textgym.envs.reasoning import ReasoningEnv
 from textgym.envs.sentiment import SentimentEnv
 from textgym.envs.summarization import SummarizationEnv
 from textgym.envs.translation import TranslationEnv
@@ -20,6 +22,8 @@ ENVS: dict[str, type[TextGenEnv]] = {
     "TextGen-Summarization-v0": SummarizationEnv,
     "TextGen-Sentiment-v0": SentimentEnv,
     "TextGen-Translation-v0": TranslationEnv,
+    "TextGen-Concepts-v0": ConceptsEnv,
+    "TextGen-Reasoning-v0": ReasoningEnv,
 }
 
 for _env_id, _cls in ENVS.items():
@@ -28,7 +32,9 @@ for _env_id, _cls in ENVS.items():
 
 __all__ = [
     "ENVS",
+    "ConceptsEnv",
     "DialogueEnv",
+    "ReasoningEnv",
     "SentimentEnv",
     "SummarizationEnv",
     "TaskDefaults",

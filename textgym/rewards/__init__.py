@@ -6,6 +6,9 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``dialogue``              MiniLM similarity to the reference + degeneracy penalty
 ``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
 ``translation``           sentence chrF in [0, 1] + degeneracy penalty
+``concepts``              concept coverage + 0.5 x ROUGE-L F1 + degeneracy penalty
+``reasoning``             reasoning-gym's score of the stated answer + 0.1 x its format
+                          (``The answer is ...``) + 0.5 x degeneracy penalty
 ``sentiment-positive``    VADER compound score of the completion
 ``sentiment-negative``    minus the VADER compound score
 ``similarity``            MiniLM cosine similarity to the closest reference
@@ -13,6 +16,9 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``rouge2``, ``rougeL``
 ``bleu``, ``chrf``        sacrebleu sentence BLEU / chrF, scaled to [0, 1]
 ``degeneracy``            -1 for empty text, else minus the repeated 4-gram rate (seq-rep-4)
+``coverage``              the share of a prompt's concept words the text uses, in [0, 1]
+``answer``                reasoning-gym's score in [0, 1] of the answer a text states
+``answer_format``         1 when the text states its answer after ``answer is``/``answer:``
 ========================  ==================================================================
 """
 
@@ -21,7 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from textgym.rewards.base import RewardFunction, WeightedSum, reward_name, score
+from textgym.rewards.concepts import concept_coverage
 from textgym.rewards.lexical import Rouge, bleu, chrf, degeneracy_penalty, repetition_rate
+from textgym.rewards.reasoning import answer_format, answer_score
 from textgym.rewards.sentiment import VaderSentiment
 from textgym.rewards.similarity import EmbeddingSimilarity
 
@@ -34,11 +42,16 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "bleu": lambda: bleu,
     "chrf": lambda: chrf,
     "degeneracy": lambda: degeneracy_penalty,
+    "coverage": lambda: concept_coverage,
+    "answer": lambda: answer_score,
+    "answer_format": lambda: answer_format,
     "sentiment-positive": lambda: VaderSentiment("positive"),
     "sentiment-negative": lambda: VaderSentiment("negative"),
     "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
     "summarization": lambda: combine({"rouge": 1.0, "degeneracy": 1.0}, name="summarization"),
     "translation": lambda: combine({"chrf": 1.0, "degeneracy": 1.0}, name="translation"),
+    "concepts": lambda: combine({"coverage": 1.0, "rougeL": 0.5, "degeneracy": 1.0}, name="concepts"),
+    "reasoning": lambda: combine({"answer": 1.0, "answer_format": 0.1, "degeneracy": 0.5}, name="reasoning"),
 }
 
 
@@ -75,6 +88,7 @@ __all__ = [
     "bleu",
     "chrf",
     "combine",
+    "concept_coverage",
     "degeneracy_penalty",
     "make_reward",
     "repetition_rate",

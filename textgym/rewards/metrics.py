@@ -11,9 +11,13 @@ their means with confidence intervals next to the task reward.
 ``ter``            sentence TER (sacrebleu): edits per reference word, in percent; 0 is a
                    perfect match, lower is better, and it may pass 100
 ``similarity``     MiniLM cosine similarity to the closest reference, in [-1, 1]
+``coverage``       the share of the prompt's concept words the text uses (Porter stems), in [0, 1]
 ``vader``          VADER compound score of the text, in [-1, 1]
 ``positive_rate``  1 when the VADER compound score is at least 0.05 (VADER's own threshold
                    for positive), else 0
+``accuracy``       1 when reasoning-gym scores the stated answer 1.0 (exactly right), else 0
+``format``         1 when the text states its answer after ``answer is`` or ``answer:``,
+                   else 0
 =================  ====================================================================
 """
 
@@ -24,7 +28,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from textgym.rewards.base import RewardFunction, check_batch
+from textgym.rewards.concepts import concept_coverage
 from textgym.rewards.lexical import Rouge, bleu, chrf
+from textgym.rewards.reasoning import accuracy, answer_format
 from textgym.rewards.sentiment import VaderSentiment
 from textgym.rewards.similarity import EmbeddingSimilarity
 
@@ -73,8 +79,11 @@ METRICS: dict[str, Callable[[], RewardFunction]] = {
     "chrf": lambda: chrf_100,
     "ter": lambda: ter,
     "similarity": EmbeddingSimilarity,
+    "coverage": lambda: concept_coverage,
     "vader": lambda: VaderSentiment("positive"),
     "positive_rate": lambda: positive_rate,
+    "accuracy": lambda: accuracy,
+    "format": lambda: answer_format,
 }
 
 
