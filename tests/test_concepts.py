@@ -17,7 +17,7 @@ from textgym.datasets.concepts import (
     is_one_sentence,
 )
 from textgym.rewards import make_reward, score
-from textgym.rewards.concepts import coverage
+from textgym.rewards.concepts import coverage, sentence_form
 from textgym.rewards.metrics import compute_metrics
 
 
@@ -75,23 +75,35 @@ def test_coverage_matches_inflections_by_porter_stem():
         coverage([], "text")
 
 
-def test_concepts_reward_is_coverage_plus_half_rouge_l_plus_degeneracy():
+def test_sentence_form_counts_function_words_per_concept():
+    assert sentence_form(["dog", "frisbee", "park"], "The dog caught the frisbee in the park.") == 1.0
+    assert sentence_form(["dog", "frisbee", "park"], "Dog, frisbee, park.") == 0.0
+    assert sentence_form(["dog", "park"], "A dog runs") == 0.5  # one function word, two concepts
+    with pytest.raises(ValueError, match="at least one concept"):
+        sentence_form([], "text")
+
+
+def test_concepts_reward_pays_concepts_in_a_sentence_not_a_list():
     prompt = concept_prompt(["dog", "frisbee", "park"])
     completions = [
         "The dog caught the frisbee in the park.",
         "A dog.",
         "",
+        "Dog, frisbee, park.",
         "dog dog dog dog dog dog dog dog",
     ]
-    references = [("My dog caught a frisbee at the park",)] * 4
-    total, parts = score(make_reward("concepts"), [prompt] * 4, completions, references)
-    assert set(parts) == {"coverage", "rougeL", "degeneracy"} and total.dtype == np.float32
-    np.testing.assert_allclose(parts["coverage"], [1.0, 1 / 3, 0.0, 1 / 3], rtol=1e-6)
-    np.testing.assert_allclose(parts["degeneracy"][:3], [0.0, 0.0, -1.0])
-    assert parts["degeneracy"][3] < -0.5
-    expected = parts["coverage"] + 0.5 * parts["rougeL"] + parts["degeneracy"]
+    references = [("My dog caught a frisbee at the park",)] * 5
+    total, parts = score(make_reward("concepts"), [prompt] * 5, completions, references)
+    assert set(parts) == {"sentence_coverage", "rougeL", "degeneracy"} and total.dtype == np.float32
+    # "A dog.": a third of the concepts, one function word for three concepts.
+    np.testing.assert_allclose(parts["sentence_coverage"], [1.0, 1 / 9, 0.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(parts["degeneracy"][:4], [0.0, 0.0, -1.0, 0.0])
+    assert parts["degeneracy"][4] < -0.5
+    expected = parts["sentence_coverage"] + 0.5 * parts["rougeL"] + parts["degeneracy"]
     np.testing.assert_allclose(total, expected, rtol=1e-6)
-    assert total[0] > total[1] > total[3]
+    assert total[0] > total[3] and total[0] > total[1] > total[4]
+    plain = make_reward("coverage")([prompt] * 5, completions, references)
+    np.testing.assert_allclose(plain, [1.0, 1 / 3, 0.0, 1.0, 1 / 3], rtol=1e-6)  # the metric: no form
 
 
 def test_concepts_metrics():
@@ -113,7 +125,7 @@ def test_env_prompts_name_the_concepts_and_the_reward_pays_coverage():
         _, reward, terminated, truncated, info = env.step(int(env.tokenizer.encode("a")[0]))
         if terminated or truncated:
             break
-    assert set(info["reward_components"]) == {"coverage", "rougeL", "degeneracy"}
+    assert set(info["reward_components"]) == {"sentence_coverage", "rougeL", "degeneracy"}
     redrawn = gym.make(
         "TextGen-Concepts-v0", model="tiny", split="test", dataset_kwargs={"seed": 2}
     ).unwrapped

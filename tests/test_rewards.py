@@ -38,7 +38,7 @@ BATCH = (
 
 # Rewards that read their task from the prompt get prompts of that task's form.
 CONCEPT_PROMPTS = [concept_prompt(words) for words in (["day", "love"], ["animal", "cat"], ["letters"])]
-TASK_PROMPTS = {"concepts": CONCEPT_PROMPTS, "coverage": CONCEPT_PROMPTS}
+TASK_PROMPTS = {name: CONCEPT_PROMPTS for name in ("concepts", "coverage", "sentence_coverage")}
 
 
 def batch_for(name: str) -> tuple[list, list, list]:

@@ -366,11 +366,17 @@ def task_markdown(run_dir: Path) -> list[str]:
     before, after = (json.loads((run_dir / f"eval-{n}.json").read_text()) for n in ("before", "after"))
     config, summary = run["config"], run.get("summary", {})
     keys = ["reward", *before["metric_names"], "distinct_2", "perplexity", "kl", "mean_length"]
+    first = before["examples"][0] if before["examples"] else {"components": {}}
+    terms = ", ".join(f"`{term}`" for term in first["components"]) or "-"
+    study = run_dir.name.startswith("study-")
+    then = ", the task's reward when this run was made; the command now trains on today's."
     lines = [
-        f"### {config['env']}: {config['algo']}, {summary.get('train_minutes', 0):.0f} minutes",
+        f"### {config['env']}: {config['algo']}, {summary.get('train_minutes', 0):.0f} minutes"
+        + (" (a study: an earlier reward)" if study else ""),
         "",
         f"`{train_command(run)}` (record `{run_dir.name}`, {summary.get('train_tokens', 0):,} tokens, "
-        f"{summary.get('precision', config.get('precision', 'fp32'))}).",
+        f"{summary.get('precision', config.get('precision', 'fp32'))}). Reward terms: {terms}"
+        + (then if study else "."),
         "",
         *_table(
             ["test metric", "before", "after"],
@@ -393,7 +399,7 @@ def tasks_markdown(envs: tuple[str, ...] = ("Translation", "Concepts", "Reasonin
     """Every finished run of the tasks in ``envs``, each with its task metrics and texts."""
     sections = []
     for env in envs:
-        for path in sorted(RESULTS.glob("train-*/run.json")):
+        for path in sorted([*RESULTS.glob("study-*/run.json"), *RESULTS.glob("train-*/run.json")]):
             run = json.loads(path.read_text())
             finished = run.get("status") == "finished" and (path.parent / "eval-after.json").exists()
             if finished and run["config"]["env"] == f"TextGen-{env}-v0":

@@ -35,12 +35,18 @@ class ConceptsEnv(TextGenEnv):
     left-padded to ``L = max_prompt_tokens + max_new_tokens``.
 
     ## Rewards
-    0 until the last step; then concept coverage (the share of the concepts the text uses, in
+    0 until the last step; then the concepts used in a sentence (``sentence_coverage``, in
     [0, 1]) plus 0.5 x ROUGE-L F1 against the message, plus the degeneracy penalty in [-1, 0].
-    A concept counts in any inflection that shares its Porter stem ("dogs" for "dog", "writing"
-    for "write"; irregular forms such as "wrote" do not). The components are in
-    ``info["reward_components"]``. The task's metrics are coverage (in [0, 1]), BLEU (in
-    [0, 100]) and ROUGE-L (in [0, 1]).
+    Coverage is the share of the concepts the text uses: a concept counts in any inflection
+    that shares its Porter stem ("dogs" for "dog", "writing" for "write"; irregular forms such
+    as "wrote" do not). The reward scales it by ``min(1, function words / concepts)``, function
+    words being those of the stop-word list: a bare list of the concepts ("Dogs, frisbee,
+    park.") earns nothing, while 97.5% of the references have at least as many function words
+    as concepts. Without that factor a 20-minute GRPO run learned to list the concepts, and
+    neither distinct-2 nor perplexity showed it (record
+    ``benchmarks/results/study-concepts-plain-coverage-grpo-20m``, on the results page). The
+    components are in ``info["reward_components"]``. The task's metrics are coverage (in
+    [0, 1], without the factor), BLEU (in [0, 100]) and ROUGE-L (in [0, 1]).
 
     ## Starting State
     A concept set drawn uniformly from the split with the env's seeded RNG, or

@@ -6,7 +6,7 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``dialogue``              MiniLM similarity to the reference + degeneracy penalty
 ``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
 ``translation``           sentence chrF in [0, 1] + degeneracy penalty
-``concepts``              concept coverage + 0.5 x ROUGE-L F1 + degeneracy penalty
+``concepts``              concept coverage in a sentence + 0.5 x ROUGE-L F1 + degeneracy penalty
 ``reasoning``             reasoning-gym's score of the stated answer + 0.1 x its format
                           (``The answer is ...``) + 0.5 x degeneracy penalty
 ``sentiment-positive``    VADER compound score of the completion
@@ -17,6 +17,7 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``bleu``, ``chrf``        sacrebleu sentence BLEU / chrF, scaled to [0, 1]
 ``degeneracy``            -1 for empty text, else minus the repeated 4-gram rate (seq-rep-4)
 ``coverage``              the share of a prompt's concept words the text uses, in [0, 1]
+``sentence_coverage``     coverage x min(1, function words / concepts): none for a bare list
 ``answer``                reasoning-gym's score in [0, 1] of the answer a text states
 ``answer_format``         1 when the text states its answer after ``answer is``/``answer:``
 ========================  ==================================================================
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from textgym.rewards.base import RewardFunction, WeightedSum, reward_name, score
-from textgym.rewards.concepts import concept_coverage
+from textgym.rewards.concepts import concept_coverage, sentence_coverage
 from textgym.rewards.lexical import Rouge, bleu, chrf, degeneracy_penalty, repetition_rate
 from textgym.rewards.reasoning import answer_format, answer_score
 from textgym.rewards.sentiment import VaderSentiment
@@ -43,6 +44,7 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "chrf": lambda: chrf,
     "degeneracy": lambda: degeneracy_penalty,
     "coverage": lambda: concept_coverage,
+    "sentence_coverage": lambda: sentence_coverage,
     "answer": lambda: answer_score,
     "answer_format": lambda: answer_format,
     "sentiment-positive": lambda: VaderSentiment("positive"),
@@ -50,7 +52,9 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
     "summarization": lambda: combine({"rouge": 1.0, "degeneracy": 1.0}, name="summarization"),
     "translation": lambda: combine({"chrf": 1.0, "degeneracy": 1.0}, name="translation"),
-    "concepts": lambda: combine({"coverage": 1.0, "rougeL": 0.5, "degeneracy": 1.0}, name="concepts"),
+    "concepts": lambda: combine(
+        {"sentence_coverage": 1.0, "rougeL": 0.5, "degeneracy": 1.0}, name="concepts"
+    ),
     "reasoning": lambda: combine({"answer": 1.0, "answer_format": 0.1, "degeneracy": 0.5}, name="reasoning"),
 }
 
@@ -89,6 +93,7 @@ __all__ = [
     "chrf",
     "combine",
     "concept_coverage",
+    "sentence_coverage",
     "degeneracy_penalty",
     "make_reward",
     "repetition_rate",
