@@ -17,7 +17,7 @@ from textgym.datasets.concepts import (
     is_one_sentence,
 )
 from textgym.rewards import make_reward, score
-from textgym.rewards.concepts import coverage, sentence_form
+from textgym.rewards.concepts import coverage, prompt_copy_rate, sentence_form
 from textgym.rewards.metrics import compute_metrics
 
 
@@ -83,7 +83,16 @@ def test_sentence_form_counts_function_words_per_concept():
         sentence_form([], "text")
 
 
-def test_concepts_reward_pays_concepts_in_a_sentence_not_a_list():
+def test_prompt_copy_rate_counts_the_prompts_3_grams():
+    prompt = concept_prompt(["dog", "frisbee", "park"])
+    copied = "This sentence uses all of these words: dog, frisbee, park."
+    # 14 tokens, 12 trigrams; all but "this sentence uses" and "sentence uses all" are the prompt's.
+    assert prompt_copy_rate(prompt, copied) == pytest.approx(10 / 12)
+    assert prompt_copy_rate(prompt, "The dog caught the frisbee in the park.") == 0.0
+    assert prompt_copy_rate(prompt, "Dog, frisbee") == 1.0 and prompt_copy_rate(prompt, "dog") == 0.0
+
+
+def test_concepts_reward_pays_concepts_in_a_sentence_of_its_own():
     prompt = concept_prompt(["dog", "frisbee", "park"])
     completions = [
         "The dog caught the frisbee in the park.",
@@ -91,19 +100,21 @@ def test_concepts_reward_pays_concepts_in_a_sentence_not_a_list():
         "",
         "Dog, frisbee, park.",
         "dog dog dog dog dog dog dog dog",
+        "This sentence uses all of these words: dog, frisbee, park.",
     ]
-    references = [("My dog caught a frisbee at the park",)] * 5
-    total, parts = score(make_reward("concepts"), [prompt] * 5, completions, references)
+    references = [("My dog caught a frisbee at the park",)] * 6
+    total, parts = score(make_reward("concepts"), [prompt] * 6, completions, references)
     assert set(parts) == {"sentence_coverage", "rougeL", "degeneracy"} and total.dtype == np.float32
-    # "A dog.": a third of the concepts, one function word for three concepts.
-    np.testing.assert_allclose(parts["sentence_coverage"], [1.0, 1 / 9, 0.0, 0.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(parts["degeneracy"][:4], [0.0, 0.0, -1.0, 0.0])
+    # "A dog.": a third of the concepts, one function word for three concepts; the copy of the
+    # prompt: every concept and enough function words, but 10 of its 12 trigrams are the prompt's.
+    np.testing.assert_allclose(parts["sentence_coverage"], [1.0, 1 / 9, 0.0, 0.0, 0.0, 1 / 6], atol=1e-6)
+    np.testing.assert_allclose(parts["degeneracy"][[0, 1, 2, 3, 5]], [0.0, 0.0, -1.0, 0.0, 0.0])
     assert parts["degeneracy"][4] < -0.5
     expected = parts["sentence_coverage"] + 0.5 * parts["rougeL"] + parts["degeneracy"]
     np.testing.assert_allclose(total, expected, rtol=1e-6)
-    assert total[0] > total[3] and total[0] > total[1] > total[4]
-    plain = make_reward("coverage")([prompt] * 5, completions, references)
-    np.testing.assert_allclose(plain, [1.0, 1 / 3, 0.0, 1.0, 1 / 3], rtol=1e-6)  # the metric: no form
+    assert total[0] > total[5] > total[3] and total[0] > total[1] > total[4]
+    plain = make_reward("coverage")([prompt] * 6, completions, references)
+    np.testing.assert_allclose(plain, [1.0, 1 / 3, 0.0, 1.0, 1 / 3, 1.0], rtol=1e-6)  # the metric
 
 
 def test_concepts_metrics():

@@ -39,14 +39,22 @@ class ConceptsEnv(TextGenEnv):
     [0, 1]) plus 0.5 x ROUGE-L F1 against the message, plus the degeneracy penalty in [-1, 0].
     Coverage is the share of the concepts the text uses: a concept counts in any inflection
     that shares its Porter stem ("dogs" for "dog", "writing" for "write"; irregular forms such
-    as "wrote" do not). The reward scales it by ``min(1, function words / concepts)``, function
-    words being those of the stop-word list: a bare list of the concepts ("Dogs, frisbee,
-    park.") earns nothing, while 97.5% of the references have at least as many function words
-    as concepts. Without that factor a 20-minute GRPO run learned to list the concepts, and
-    neither distinct-2 nor perplexity showed it (record
-    ``benchmarks/results/study-concepts-plain-coverage-grpo-20m``, on the results page). The
-    components are in ``info["reward_components"]``. The task's metrics are coverage (in
-    [0, 1], without the factor), BLEU (in [0, 100]) and ROUGE-L (in [0, 1]).
+    as "wrote" do not). The reward scales it by two factors, one for each way a 20-minute GRPO
+    run found to earn coverage without a sentence (the results page has both runs):
+
+    * ``min(1, function words / concepts)``, function words being those of the stop-word list:
+      a bare list of the concepts ("Dogs, frisbee, park.") earns nothing. On plain coverage,
+      GRPO learned to list them, and neither distinct-2 nor perplexity showed it (record
+      ``study-concepts-plain-coverage-grpo-20m``).
+    * ``1 - `` the share of the text's 3-grams (words and punctuation) that the prompt holds:
+      with the first factor alone, GRPO learned to copy the prompt around the list ("This
+      sentence uses all of these words: dogs, frisbee, park.", record
+      ``study-concepts-function-words-grpo-20m``).
+
+    The references themselves earn 0.991 on average, and 97.1% of them the full 1 (the first
+    3,000 of the train split). The components are in ``info["reward_components"]``. The task's
+    metrics are coverage (in [0, 1], without the factors), BLEU (in [0, 100]) and ROUGE-L (in
+    [0, 1]).
 
     ## Starting State
     A concept set drawn uniformly from the split with the env's seeded RNG, or

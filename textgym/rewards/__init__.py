@@ -17,7 +17,8 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``bleu``, ``chrf``        sacrebleu sentence BLEU / chrF, scaled to [0, 1]
 ``degeneracy``            -1 for empty text, else minus the repeated 4-gram rate (seq-rep-4)
 ``coverage``              the share of a prompt's concept words the text uses, in [0, 1]
-``sentence_coverage``     coverage x min(1, function words / concepts): none for a bare list
+``sentence_coverage``     coverage x min(1, function words / concepts) x (1 - prompt 3-gram copy
+                          rate): none for a list of the concepts or a copy of the prompt
 ``answer``                reasoning-gym's score in [0, 1] of the answer a text states
 ``answer_format``         1 when the text states its answer after ``answer is``/``answer:``
 ========================  ==================================================================

@@ -1,6 +1,6 @@
 """Concept coverage (CommonGen's metric): the share of the asked-for words a text uses; and the
-same share counted only in a sentence, the reward's form of it, which a bare list of the
-concepts cannot earn."""
+same share counted only in a sentence of the text's own, the reward's form of it, which neither
+a list of the concepts nor a copy of the prompt can earn."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from textgym.datasets.concepts import concepts_of, stop_words
 from textgym.rewards.base import check_batch
 
 _WORD = re.compile(r"[a-z]+")
+_TOKEN = re.compile(r"\w+|[^\w\s]")  # words and punctuation marks, as the degeneracy penalty's
+COPY_NGRAM = 3
 
 
 @functools.cache
@@ -59,6 +61,18 @@ def sentence_form(concepts: Sequence[str], text: str) -> float:
     return min(1.0, sum(word in stops for word in _WORD.findall(text.lower())) / len(concepts))
 
 
+def prompt_copy_rate(prompt: str, text: str, n: int = COPY_NGRAM) -> float:
+    """The share of the text's n-grams of words and punctuation (lower-cased) that the prompt
+    holds, in [0, 1]; 0 for a text shorter than ``n`` tokens."""
+    tokens = _TOKEN.findall(text.lower())
+    if len(tokens) < n:
+        return 0.0
+    source = _TOKEN.findall(prompt.lower())
+    held = set(zip(*(source[i:] for i in range(n))))
+    grams = list(zip(*(tokens[i:] for i in range(n))))
+    return sum(gram in held for gram in grams) / len(grams)
+
+
 def concept_coverage(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
@@ -71,15 +85,17 @@ def concept_coverage(
 def sentence_coverage(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
-    """Coverage times :func:`sentence_form`, in [0, 1]: the concepts a text uses in a sentence.
+    """Coverage x :func:`sentence_form` x (1 - :func:`prompt_copy_rate`), in [0, 1]: the concepts
+    a text uses in a sentence of its own.
 
-    A policy trained on plain coverage learns to list the concepts ("Dogs, frisbee, park."):
-    full coverage, no sentence. This form pays for the concepts only as far as the text has
-    the function words of a sentence.
+    GRPO trained on plain coverage learned to list the concepts ("Dogs, frisbee, park."); with
+    the sentence form alone, to copy the prompt's words around the list ("This sentence uses all
+    of these words: dogs, frisbee, park."). Each factor closes one of those two ways.
     """
     check_batch(prompts, completions, references)
     values = []
     for prompt, text in zip(prompts, completions):
         concepts = concepts_of(prompt)
-        values.append(coverage(concepts, text) * sentence_form(concepts, text))
+        own = 1.0 - prompt_copy_rate(prompt, text)
+        values.append(coverage(concepts, text) * sentence_form(concepts, text) * own)
     return np.array(values, dtype=np.float32)
