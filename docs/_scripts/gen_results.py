@@ -397,13 +397,16 @@ def task_markdown(run_dir: Path) -> list[str]:
 
 def tasks_markdown(envs: tuple[str, ...] = ("Translation", "Concepts", "Reasoning")) -> str:
     """Every finished run of the tasks in ``envs``, each with its task metrics and texts."""
+    runs = []  # (env, run directory) of every finished run, each run.json read once
+    for path in sorted([*RESULTS.glob("study-*/run.json"), *RESULTS.glob("train-*/run.json")]):
+        run = json.loads(path.read_text())
+        if run.get("status") == "finished" and (path.parent / "eval-after.json").exists():
+            runs.append((run["config"]["env"], path.parent))
     sections = []
     for env in envs:
-        for path in sorted([*RESULTS.glob("study-*/run.json"), *RESULTS.glob("train-*/run.json")]):
-            run = json.loads(path.read_text())
-            finished = run.get("status") == "finished" and (path.parent / "eval-after.json").exists()
-            if finished and run["config"]["env"] == f"TextGen-{env}-v0":
-                sections += task_markdown(path.parent)
+        for run_env, run_dir in runs:
+            if run_env == f"TextGen-{env}-v0":
+                sections += task_markdown(run_dir)
     return "\n".join(sections) + "\n"
 
 
