@@ -208,11 +208,16 @@ def test_reward_values_for_right_wrong_and_unformatted_answers():
     reward = make_reward("reasoning")
     total, parts = score(reward, [example.prompt] * 5, completions, [example.references] * 5)
     np.testing.assert_allclose(parts["answer"], [1, 0, 1, 0, 1])
-    np.testing.assert_allclose(parts["answer_format"], [1, 1, 0, 0, 1])
+    np.testing.assert_allclose(parts["formatted_answer"], [1, 0, 0, 0, 1])
     assert parts["degeneracy"][:3].tolist() == [0, 0, 0] and parts["degeneracy"][3] == -1
-    np.testing.assert_allclose(total[:4], [1.1, 0.1, 1.0, -0.5], rtol=1e-6)
+    # the format earns only with the answer: a wrong answer in the format earns nothing
+    np.testing.assert_allclose(total[:4], [1.1, 0.0, 1.0, -0.5], rtol=1e-6)
     assert 0.5 < total[4] < 1.1 and total.dtype == np.float32
-    assert {"reasoning", "answer", "answer_format"} <= set(REWARDS)
+    assert {"reasoning", "answer", "answer_format", "formatted_answer"} <= set(REWARDS)
+    np.testing.assert_allclose(
+        make_reward("answer_format")([example.prompt] * 5, completions, [example.references] * 5),
+        [1, 1, 0, 0, 1],
+    )
 
 
 def test_an_unknown_prompt_is_graded_by_exact_match_with_the_reference():
@@ -243,7 +248,7 @@ def test_the_env_rewards_a_right_answer_on_the_last_step():
         rewards.append(reward)
     assert terminated and not truncated and rewards[:-1] == [0.0] * len(tokens)
     assert info["text"] == f"The answer is {right}." and rewards[-1] == pytest.approx(1.1)
-    assert info["reward_components"]["answer"] == 1.0 and info["reward_components"]["answer_format"] == 1.0
+    assert info["reward_components"]["answer"] == 1.0 and info["reward_components"]["formatted_answer"] == 1.0
 
 
 def test_the_task_benchmark_records_each_candidate(tmp_path, monkeypatch):

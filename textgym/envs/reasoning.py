@@ -62,8 +62,10 @@ class ReasoningEnv(TextGenEnv):
     ## Rewards
     0 until the last step; then reasoning-gym's own ``score_answer(answer, entry)`` of the answer
     the text states (1 when right; some datasets give partial credit, e.g. a text that contains
-    the answer among other words), plus 0.1 when the text states it in the asked format, plus
-    0.5 x the degeneracy penalty in [-1, 0]. The answer is the text after the last "answer is"
+    the answer among other words), plus a tenth of that score when the text states the answer in
+    the asked format (the format earns only with the answer: a bonus for the format alone was a
+    sure reward that GRPO took in place of the answer), plus 0.5 x the degeneracy penalty in
+    [-1, 0]. The answer is the text after the last "answer is"
     or "answer:" (any case) up to the end of its line and its sentence; without one, the last
     number; without a number, the last line (:func:`textgym.rewards.reasoning.extract_answer`).
     The components are in ``info["reward_components"]``. The task's metrics are accuracy

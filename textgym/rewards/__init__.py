@@ -7,8 +7,8 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
 ``translation``           sentence chrF in [0, 1] + degeneracy penalty
 ``concepts``              concept coverage in a sentence + 0.5 x ROUGE-L F1 + degeneracy penalty
-``reasoning``             reasoning-gym's score of the stated answer + 0.1 x its format
-                          (``The answer is ...``) + 0.5 x degeneracy penalty
+``reasoning``             reasoning-gym's score of the stated answer, x 1.1 when stated in the
+                          format (``The answer is ...``) + 0.5 x degeneracy penalty
 ``sentiment-positive``    VADER compound score of the completion
 ``sentiment-negative``    minus the VADER compound score
 ``similarity``            MiniLM cosine similarity to the closest reference
@@ -21,6 +21,7 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
                           rate): none for a list of the concepts or a copy of the prompt
 ``answer``                reasoning-gym's score in [0, 1] of the answer a text states
 ``answer_format``         1 when the text states its answer after ``answer is``/``answer:``
+``formatted_answer``      ``answer`` when the text states it in that format, else 0
 ========================  ==================================================================
 """
 
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from textgym.rewards.base import RewardFunction, WeightedSum, reward_name, score
 from textgym.rewards.concepts import concept_coverage, sentence_coverage
 from textgym.rewards.lexical import Rouge, bleu, chrf, degeneracy_penalty, repetition_rate
-from textgym.rewards.reasoning import answer_format, answer_score
+from textgym.rewards.reasoning import answer_format, answer_score, formatted_answer
 from textgym.rewards.sentiment import VaderSentiment
 from textgym.rewards.similarity import EmbeddingSimilarity
 
@@ -48,6 +49,7 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "sentence_coverage": lambda: sentence_coverage,
     "answer": lambda: answer_score,
     "answer_format": lambda: answer_format,
+    "formatted_answer": lambda: formatted_answer,
     "sentiment-positive": lambda: VaderSentiment("positive"),
     "sentiment-negative": lambda: VaderSentiment("negative"),
     "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
@@ -56,7 +58,9 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "concepts": lambda: combine(
         {"sentence_coverage": 1.0, "rougeL": 0.5, "degeneracy": 1.0}, name="concepts"
     ),
-    "reasoning": lambda: combine({"answer": 1.0, "answer_format": 0.1, "degeneracy": 0.5}, name="reasoning"),
+    "reasoning": lambda: combine(
+        {"answer": 1.0, "formatted_answer": 0.1, "degeneracy": 0.5}, name="reasoning"
+    ),
 }
 
 

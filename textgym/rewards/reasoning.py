@@ -81,6 +81,18 @@ def answer_format(
     return np.array(values, dtype=np.float32)
 
 
+def formatted_answer(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """The answer's score when the completion states it in the format, else 0.
+
+    The format term of the ``reasoning`` reward: the format earns only what the answer earns.
+    A bonus for the format alone was a sure reward that GRPO took in place of the answer (a
+    20-minute run learned ``The answer is 5.`` for every question, and its accuracy fell).
+    """
+    return answer_score(prompts, completions, references) * answer_format(prompts, completions, references)
+
+
 def accuracy(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
