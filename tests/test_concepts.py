@@ -17,7 +17,8 @@ from textgym.datasets.concepts import (
     is_one_sentence,
 )
 from textgym.rewards import make_reward, score
-from textgym.rewards.concepts import coverage, prompt_copy_rate, sentence_form
+from textgym.rewards.concepts import coverage, sentence_form
+from textgym.rewards.lexical import copy_rate
 from textgym.rewards.metrics import compute_metrics
 
 
@@ -83,13 +84,13 @@ def test_sentence_form_counts_function_words_per_concept():
         sentence_form([], "text")
 
 
-def test_prompt_copy_rate_counts_the_prompts_3_grams():
+def test_copy_rate_counts_the_prompts_3_grams():
     prompt = concept_prompt(["dog", "frisbee", "park"])
     copied = "This sentence uses all of these words: dog, frisbee, park."
     # 14 tokens, 12 trigrams; all but "this sentence uses" and "sentence uses all" are the prompt's.
-    assert prompt_copy_rate(prompt, copied) == pytest.approx(10 / 12)
-    assert prompt_copy_rate(prompt, "The dog caught the frisbee in the park.") == 0.0
-    assert prompt_copy_rate(prompt, "Dog, frisbee") == 1.0 and prompt_copy_rate(prompt, "dog") == 0.0
+    assert copy_rate(prompt, copied) == pytest.approx(10 / 12)
+    assert copy_rate(prompt, "The dog caught the frisbee in the park.") == 0.0
+    assert copy_rate(prompt, "Dog, frisbee") == 1.0 and copy_rate(prompt, "dog") == 0.0
 
 
 def test_concepts_reward_pays_concepts_in_a_sentence_of_its_own():

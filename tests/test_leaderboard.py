@@ -557,3 +557,12 @@ def test_ray_without_the_package_is_one_clear_error(tmp_path, monkeypatch, capsy
     assert main(args) == 2
     assert "--ray needs the 'ray' package: pip install 'textgym[ray]'" in capsys.readouterr().out
     assert not (tmp_path / "r").exists()
+
+
+def test_a_trained_runs_key_does_not_change_with_the_train_configs_env_kwargs_field():
+    """Board runs use each env's defaults, so the empty ``env_kwargs`` field (added after these
+    records) stays out of their keys: GRPO's tuned Sentiment rows of 2026-12-04 still count."""
+    config = LeaderboardConfig().resolved()
+    spec = RunSpec("TextGen-Sentiment-v0", "grpo", 0)
+    assert spec.key(config) == "TextGen-Sentiment-v0-grpo-s0-2ce9f119cb"
+    assert config.train_config(spec.env, spec.agent, spec.seed).env_kwargs == {}

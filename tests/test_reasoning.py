@@ -93,7 +93,7 @@ def test_task_and_config_choose_the_problems():
         (
             {"task": "gcd", "task_config": [1]},
             TypeError,
-            r"task_config must be a dict of options of reasoning-gym task 'gcd' \(accepted keys: "
+            r"task_config must be a dict of options for reasoning-gym task 'gcd' \(accepted keys: "
             r"\['min_numbers', 'max_numbers', 'min_value', 'max_value'\]\) or None, got list \[1\]",
         ),
         (

@@ -244,16 +244,22 @@ def test_reference_string_instead_of_list(name: str) -> None:
 # --- the registry ----------------------------------------------------------------------------------
 
 
+# The user's turn after each reply: the column the next-turn rewards need (chitchat-dialogue's).
+NEXT_TURNS = {"next_turn": ["Yes, it was great!", "", "Why do you say that?"]}
+NEEDS_NEXT_TURN = ("next_turn", "dialogue-next-turn", "dialogue-mix")
+
+
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_every_registered_reward(name: str) -> None:
     fn = make_reward(name)
     assert callable(fn)
-    values = fn(*batch_for(name))
+    columns = NEXT_TURNS if name in NEEDS_NEXT_TURN else {}
+    values = fn(*batch_for(name), **columns)
     assert isinstance(values, np.ndarray)
     assert values.dtype == np.float32
     assert values.shape == (3,)
     assert np.all(np.isfinite(values))
-    total, components = score(fn, *batch_for(name))
+    total, components = score(fn, *batch_for(name), NEXT_TURNS)  # each term takes the columns it names
     np.testing.assert_allclose(total, values, rtol=1e-6, atol=1e-6)
     assert components
 

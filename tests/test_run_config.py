@@ -13,7 +13,7 @@ from textgym.agents.runs.checkpoints import (
     RUN_FILE,
     CheckpointError,
 )
-from textgym.agents.runs.config import parse_budget
+from textgym.agents.runs.config import parse_budget, parse_env_kwargs
 from textgym.agents.runs.training import train
 
 
@@ -76,6 +76,14 @@ def test_parse_budget_rejects_a_repeated_budget(text, twice):
         # Seeds NumPy can take: an overflow used to come after the run directory was written.
         ({"seed": 2**32}, "seed must be an int from 0 to 4294967295, got 4294967296"),
         ({"seed": -1}, "seed must be an int from 0 to 4294967295, got -1"),
+        # The env's own arguments: its keys, JSON values (run.json), and the env's own checks.
+        ({"env_kwargs": {"rewrd": "rouge"}}, r"env_kwargs has unknown key\(s\) \['rewrd'\] for "
+         r"TextGen-Sentiment-v0; accepted keys: \['target', 'dataset', "),
+        ({"env_kwargs": {"model": "tiny"}}, r"unknown key\(s\) \['model'\]"),
+        ({"env_kwargs": {"reward": len}}, "env_kwargs must hold JSON values .* not a function"),
+        ({"env_kwargs": {"reward": "nope"}}, "unknown reward 'nope'"),
+        ({"env_kwargs": {"max_new_tokens": 0}}, "max_new_tokens"),
+        ({"env_kwargs": ["reward=rouge"]}, "env_kwargs must be a dict of TextGen-Sentiment-v0's arguments"),
     ],
 )  # fmt: skip
 def test_bad_config_stops_before_writing(tmp_path, change, match):
@@ -106,3 +114,42 @@ def test_run_json_from_before_the_registry_is_recognised(tmp_path):
     assert {k: v for k, v in snapshot(out).items() if k != RUN_FILE} == {
         k: v for k, v in before.items() if k != RUN_FILE
     }
+
+
+def test_a_run_trains_and_evaluates_on_its_env_kwargs_and_keeps_them(tmp_path):
+    """``env_kwargs`` reach the training env and every evaluation, run.json keeps them, and a
+    resume with others is another run."""
+    out = tmp_path / "run"
+    config = tiny_config(env_kwargs={"reward": "rouge1", "max_new_tokens": 5}, budget_tokens=40)
+    result = train(config, out, console=QUIET)
+    assert json.loads((out / RUN_FILE).read_text())["config"]["env_kwargs"] == config.env_kwargs
+    for name in ("eval-before.json", "eval-after.json"):
+        rows = json.loads((out / name).read_text())["examples"]
+        assert all(set(r["components"]) == {"rouge1"} and r["tokens"] <= 5 for r in rows)
+    assert result["summary"]["train_tokens"] >= 40
+    before = snapshot(out)
+    other = dataclasses.replace(config, env_kwargs={"reward": "rouge2", "max_new_tokens": 5})
+    with pytest.raises(ValueError, match=r"holds another run \(env_kwargs=.*'rouge1'.*\(asked .*'rouge2'"):
+        train(other, out, resume=True, console=QUIET)
+    assert snapshot(out) == before
+
+
+def test_a_run_json_without_env_kwargs_is_a_run_without_them(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(), out, console=QUIET)
+    run = json.loads((out / RUN_FILE).read_text())
+    del run["config"]["env_kwargs"]  # as earlier versions wrote it
+    (out / RUN_FILE).write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="already holds this run"):
+        train(tiny_config(), out, console=QUIET)
+
+
+def test_parse_env_kwargs_reads_the_command_lines_pairs():
+    pairs = ["reward=dialogue-relevance", "max_new_tokens=48", "dataset_kwargs={context_turns: 2}"]
+    assert parse_env_kwargs(pairs) == {
+        "reward": "dialogue-relevance", "max_new_tokens": 48, "dataset_kwargs": {"context_turns": 2}
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="--env-kwargs takes KEY=VALUE, got 'reward'"):
+        parse_env_kwargs(["reward"])
+    with pytest.raises(ValueError, match="env argument 'reward' is given twice"):
+        parse_env_kwargs(["reward=a", "reward=b"])

@@ -102,11 +102,13 @@ SHORTCUTS = {"lr": "learning_rate", "kl_coef": "kl_coef", "batch_episodes": "bat
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from textgym.agents.common import distributed
-    from textgym.agents.runs.config import TrainConfig, parse_budget
+    from textgym.agents.runs.config import TrainConfig, parse_budget, parse_env_kwargs
     from textgym.agents.runs.hyperparams import parse_overrides
     from textgym.agents.runs.training import train
 
     settings = dataclass_values(TrainConfig, args)
+    if "env_kwargs" in settings:
+        settings["env_kwargs"] = parse_env_kwargs(settings["env_kwargs"])
     if args.budget is not None:
         if {"budget_tokens", "budget_minutes"} & set(settings):
             raise ValueError("give --budget, or --budget-tokens and --budget-minutes, not both")

@@ -178,6 +178,8 @@ class RunSpec:
         if self.agent in TRAINED:
             train = dataclasses.asdict(config.train_config(self.env, self.agent, self.seed))
             del train["device"], train["precision"]  # in _key: the precision alone, resolved
+            if not train["env_kwargs"]:  # each env's defaults: the keys runs had before the field
+                del train["env_kwargs"]
         return self._key(config, train)
 
     def keys(self, config: LeaderboardConfig) -> set[str]:
@@ -202,7 +204,7 @@ class RunSpec:
         }
         if train.algo == "textppo":  # the flat config held stock PPO's fields too, then at these values
             both |= LEGACY_STOCK[train.profile]
-        skip = ("profile", "hyperparams", "device", "precision")
+        skip = ("profile", "hyperparams", "device", "precision", "env_kwargs")  # the board sets none
         flat = {
             **{k: v for k, v in dataclasses.asdict(train).items() if k not in skip},
             **{k: both[k] for k in FLAT_HYPERPARAMS},

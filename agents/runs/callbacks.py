@@ -137,7 +137,10 @@ class Run:
 
     def periodic_eval(self, agent: BaseAlgorithm) -> None:
         config = self.config
-        result = evaluate(agent, config.env, "validation", config.eval_every_prompts, seeds=[config.seed])
+        result = evaluate(
+            agent, config.env, "validation", config.eval_every_prompts, seeds=[config.seed],
+            env_kwargs=config.env_kwargs,
+        )  # fmt: skip
         point = {
             "tokens": agent.num_timesteps,
             "minutes": self.train_seconds / 60,

@@ -5,6 +5,7 @@ down; :func:`parse_budget` reads the command line's ``--budget``."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ import gymnasium as gym
 import textgym
 from textgym.agents.common.network import check_lora
 from textgym.agents.runs.checkpoints import CheckpointError
-from textgym.agents.runs.hyperparams import ALGOS, PROFILES, hyperparams, params
+from textgym.agents.runs.hyperparams import ALGOS, PROFILES, hyperparams, params, scalar_value
 from textgym.models import DEFAULT_MODEL, load_tokenizer
 from textgym.models.precision import check_device, check_precision
 
@@ -54,6 +55,10 @@ class TrainConfig:
     hyperparams: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "hyperparameters over the registry's (listed below)"}
     )
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the env's own arguments over its defaults, as gym.make's (reward=NAME ...)"},
+    )
 
     def resolved(self) -> TrainConfig:
         """This run with every hyperparameter filled in; ValueError names a bad key or value."""
@@ -88,8 +93,11 @@ class TrainConfig:
             raise ValueError(f"unknown profile {self.profile!r}: expected one of {list(PROFILES)}")
         check_device(self.device)
         check_precision(self.precision)
+        check_env_kwargs(self.env, self.env_kwargs)
         resolved = self.resolved()  # an unknown hyperparameter or a bad value fails here
         load_tokenizer(self.model)  # an unknown model fails here, before any file is written
+        if self.env_kwargs:  # the env's own checks of its arguments, before any file is written
+            gym.make(self.env, model=self.model, **self.env_kwargs).close()
         check_lora(resolved.hyperparams.get("policy_kwargs", {}).get("lora"), self.model)
         return resolved
 
@@ -131,7 +139,44 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
     return None if tokens is None else int(tokens), minutes
 
 
-IDENTITY = ("env", "algo", "model", "seed")  # with the resolved hyperparameters: what a run is
+IDENTITY = ("env", "env_kwargs", "algo", "model", "seed")  # with the resolved hyperparameters: what a run is
+# The env arguments a run sets itself: its model, the split of each phase, the render mode.
+RUN_ENV_ARGUMENTS = ("model", "split", "render_mode")
+
+
+def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``["reward=dialogue-relevance", "max_new_tokens=48"]`` (``--env-kwargs``) as a dict."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--env-kwargs takes KEY=VALUE, got {pair!r}")
+        if name in out:
+            raise ValueError(f"env argument {name!r} is given twice")
+        out[name] = scalar_value(text)
+    return out
+
+
+def check_env_kwargs(env: str, env_kwargs: Any) -> None:
+    """ValueError unless ``env_kwargs`` is a dict of ``env``'s own arguments (not those the run
+    sets) with values run.json can hold (JSON: a registered reward's name, not a function)."""
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict of {env}'s arguments, got {type(env_kwargs).__name__}")
+    task = textgym.ENVS.get(env)
+    accepted = [n for n in (task.accepted_arguments() if task else []) if n not in RUN_ENV_ARGUMENTS]
+    unknown = [key for key in env_kwargs if key not in accepted]
+    if task is not None and unknown:
+        raise ValueError(f"env_kwargs has unknown key(s) {unknown} for {env}; accepted keys: {accepted}")
+    try:
+        json.dumps(env_kwargs, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"env_kwargs must hold JSON values (run.json saves them: a registered reward's name, not a "
+            f"function), got {env_kwargs!r}: {err}"
+        ) from None
+
+
 # The run's settings its evaluations depend on: fixed for its life, so that the evaluations before
 # training, during (validation) and after compare the same prompts. Budgets may grow on --resume.
 COMPARED = ("eval_prompts", "eval_every_prompts")
@@ -144,6 +189,7 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     """A ``run.json`` config; one written before the registry (flat ``learning_rate``,
     ``kl_coef``, ``lora``, ...) reads as the registry's default values with the ones it saved,
     which is what those runs used."""
+    saved = {**saved, "env_kwargs": saved.get("env_kwargs", {})}  # runs before env_kwargs used none
     if "hyperparams" in saved:
         return saved
     try:

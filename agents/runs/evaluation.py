@@ -21,6 +21,7 @@ from textgym.agents.common.policies import LMActorCriticPolicy
 from textgym.agents.common.rollout import play, token_log_probs
 from textgym.agents.runs.checkpoints import is_run_dir, load_agent
 from textgym.agents.runs.config import SEEDS
+from textgym.datasets import example_columns
 from textgym.envs.base import TextGenEnv
 from textgym.models import logits_width
 from textgym.rewards.lexical import distinct_n, repetition_rate
@@ -197,6 +198,7 @@ def evaluate(
                     [e.prompt for e in examples],
                     texts,
                     [list(e.references) for e in examples],
+                    example_columns(examples),
                 )
                 for j, (index, example, info) in enumerate(zip(chunk, examples, infos)):
                     rows.append({

@@ -256,7 +256,8 @@ def constructor_kwargs(algo: str, values: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name not in EXTRA[algo]}
 
 
-def _scalar(text: str) -> Any:
+def scalar_value(text: str) -> Any:
+    """A command-line value: a bool, None, an int, a float, a YAML list or dict, else the text."""
     lowered = text.strip().lower()
     words = {"true": True, "false": False, "yes": True, "no": False, "none": None, "null": None}
     if lowered in words:
@@ -308,7 +309,7 @@ def parse_overrides(algo: str, pairs: Sequence[str]) -> dict[str, Any]:
             kwargs = out.setdefault("policy_kwargs", {})
             if key in kwargs:
                 raise ValueError(f"hyperparameter {name!r} is given twice")
-            kwargs[key] = _scalar(text)
+            kwargs[key] = scalar_value(text)
             continue
         if name in out:
             raise ValueError(f"hyperparameter {name!r} is given twice")

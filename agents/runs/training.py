@@ -103,9 +103,9 @@ def training_env(config: TrainConfig) -> Any:
     itself (``policy_kwargs.kl_to_reference``), they pay the KL to a frozen copy of the initial
     model in their rewards, scored for all envs in one batched step."""
     if config.algo not in STOCK:
-        return gym.make(config.env, model=config.model)
+        return gym.make(config.env, model=config.model, **config.env_kwargs)
     # render_mode: the envs' own ("ansi"), not the "rgb_array" make_vec_env asks for by default
-    env_kwargs = {"model": config.model, "render_mode": "ansi"}
+    env_kwargs = {**config.env_kwargs, "model": config.model, "render_mode": "ansi"}
     n_envs = config.hyperparams["n_envs"]
     venv = make_vec_env(config.env, n_envs=n_envs, seed=config.seed, env_kwargs=env_kwargs)
     if config.hyperparams["policy_kwargs"].get("kl_to_reference"):
@@ -294,6 +294,7 @@ def run_training(
             seeds=[config.seed],
             device=device,
             precision=config.precision,
+            env_kwargs=config.env_kwargs,
         ).to_dict()
         save_json(before_path, before)
     resumed = agent is not None
@@ -307,7 +308,9 @@ def run_training(
         run.checkpoint(agent)
 
     console.print(f"evaluating the trained agent on {config.eval_prompts} test prompts ...")
-    after = evaluate(agent, config.env, "test", config.eval_prompts, seeds=[config.seed])
+    after = evaluate(
+        agent, config.env, "test", config.eval_prompts, seeds=[config.seed], env_kwargs=config.env_kwargs
+    )
     save_json(out / "eval-after.json", after.to_dict())
     summary = {
         "train_tokens": agent.num_timesteps,

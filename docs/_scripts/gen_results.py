@@ -274,6 +274,8 @@ def train_command(run: dict[str, Any]) -> str:
     for name in ("model", "seed", "eval_prompts", "profile"):
         if config.get(name, defaults[name]) != defaults[name]:
             parts.append(_option(name, config[name]))
+    if config.get("env_kwargs"):
+        parts.append("--env-kwargs " + " ".join(f"{k}={v}" for k, v in config["env_kwargs"].items()))
     overrides = _overrides(config)
     if overrides:
         parts.append("--hyperparams " + " ".join(overrides))

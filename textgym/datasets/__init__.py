@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from textgym.datasets.aclsum import summarization_examples
-from textgym.datasets.base import SPLITS, Example, check_split, split_of
+from textgym.datasets.base import SPLITS, Example, check_split, example_columns, split_of
 from textgym.datasets.chitchat import dialogue_examples, opening_examples
 from textgym.datasets.concepts import concept_examples
 from textgym.datasets.files import SUFFIXES, file_examples
@@ -74,4 +74,4 @@ def load_dataset(name: str, split: str = "train", **options: Any) -> tuple[Examp
     return examples
 
 
-__all__ = ["DATASETS", "SPLITS", "Example", "dataset_options", "load_dataset", "split_of"]
+__all__ = ["DATASETS", "SPLITS", "Example", "dataset_options", "example_columns", "load_dataset", "split_of"]

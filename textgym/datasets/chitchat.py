@@ -47,7 +47,8 @@ def dialogue_examples(split: str, context_turns: int = 3) -> tuple[Example, ...]
     """Context = up to ``context_turns`` turns of a chat; reference = the turn that followed.
 
     The speaker who wrote the reference is the assistant, the other one the user, so the last
-    context turn is always the user's.
+    context turn is always the user's. Column ``next_turn`` (``Example.extra``) is the user's
+    turn after the reference, ``""`` where the chat ended with the reference.
     """
     if isinstance(context_turns, bool) or not isinstance(context_turns, int) or context_turns < 1:
         raise ValueError(f"context_turns must be a positive int, got {context_turns!r}")
@@ -66,7 +67,8 @@ def _dialogue_examples(split: str, context_turns: int) -> tuple[Example, ...]:
             pairs = tuple(zip(roles, context))
             lines = [f"{role.capitalize()}: {text}" for role, text in pairs]
             prompt = "\n".join([*lines, "Assistant:"])
-            examples.append(Example(f"{conv_id}/{i}", prompt, (turns[i],), pairs))
+            extra = (("next_turn", turns[i + 1] if i + 1 < len(turns) else ""),)
+            examples.append(Example(f"{conv_id}/{i}", prompt, (turns[i],), pairs, extra))
     return tuple(examples)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from textgym.datasets.base import Example, split_of
+from textgym.datasets.base import Example, check_options, split_of
 
 INSTALL_HINT = 'pip install "textgym[reasoning]"'
 POOL_SEED = 1234  # the seed of every pool: a pool is a function of (task, task_config, size)
@@ -78,20 +78,9 @@ def check_task_config(task: str, task_config: object) -> tuple[tuple[str, Any], 
     """``task_config`` as sorted ``(key, value)`` pairs, once reasoning-gym's config accepts it."""
     from reasoning_gym.factory import DATASETS
 
-    accepted = config_options(task)
     if task_config is None:
         task_config = {}
-    if not isinstance(task_config, Mapping):
-        raise TypeError(
-            f"task_config must be a dict of options of reasoning-gym task {task!r} (accepted keys: "
-            f"{accepted}) or None, got {type(task_config).__name__} {task_config!r}"
-        )
-    unknown = [key for key in task_config if key not in accepted]
-    if unknown:
-        raise TypeError(
-            f"task_config has unknown key(s) {unknown} for reasoning-gym task {task!r}; "
-            f"accepted keys: {accepted}"
-        )
+    check_options("task_config", f"reasoning-gym task {task!r}", task_config, config_options(task))
     try:
         config = DATASETS[task][1](**task_config)
         if hasattr(config, "validate"):

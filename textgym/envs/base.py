@@ -11,7 +11,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textgym.datasets import Example, dataset_options, load_dataset
+from textgym.datasets import Example, dataset_options, example_columns, load_dataset
+from textgym.datasets.base import check_options
 from textgym.models import (
     DEFAULT_MODEL,
     check_model_name,
@@ -160,18 +161,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     def _check_dataset_kwargs(dataset: str, dataset_kwargs: Any) -> Mapping[str, Any]:
         """``dataset_kwargs`` if it is a dict of options ``dataset`` takes, else one error naming it."""
         accepted = dataset_options(dataset)
-        keys = list(accepted) or "none"
-        if not isinstance(dataset_kwargs, Mapping):
-            raise TypeError(
-                f"dataset_kwargs must be a dict of options for dataset {dataset!r} (accepted keys: "
-                f"{keys}) or None, got {type(dataset_kwargs).__name__} {dataset_kwargs!r}"
-            )
-        unknown = [key for key in dataset_kwargs if key not in accepted]
-        if unknown:
-            raise TypeError(
-                f"dataset_kwargs has unknown key(s) {unknown} for dataset {dataset!r}; accepted keys: {keys}"
-            )
-        return dataset_kwargs
+        return check_options("dataset_kwargs", f"dataset {dataset!r}", dataset_kwargs, accepted)
 
     @classmethod
     def accepted_arguments(cls) -> list[str]:
@@ -303,7 +293,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             invalid.append(bad)
         prompts = [example.prompt for example in examples]
         references = [example.references for example in examples]
-        total, components = score(self.reward_fn, prompts, texts, references)
+        total, components = score(self.reward_fn, prompts, texts, references, example_columns(examples))
         rewards = total.astype(np.float32) + np.where(invalid, np.float32(INVALID_TOKEN_REWARD), 0)
         name = reward_name(self.reward_fn)
         infos = []

@@ -4,6 +4,9 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 
 ========================  ==================================================================
 ``dialogue``              MiniLM similarity to the reference + degeneracy penalty
+``dialogue-relevance``    ``relevance`` + degeneracy penalty (a candidate of the Dialogue study)
+``dialogue-next-turn``    ``next_turn`` + degeneracy penalty (a candidate of the Dialogue study)
+``dialogue-mix``          ``similarity`` + ``relevance`` + ``next_turn`` + degeneracy penalty
 ``summarization``         mean ROUGE-1/2/L F1 + degeneracy penalty
 ``translation``           sentence chrF in [0, 1] + degeneracy penalty
 ``concepts``              concept coverage in a sentence + 0.5 x ROUGE-L F1 + degeneracy penalty
@@ -19,6 +22,10 @@ Registered names (for the envs' ``reward=`` argument and :func:`make_reward`):
 ``coverage``              the share of a prompt's concept words the text uses, in [0, 1]
 ``sentence_coverage``     coverage x min(1, function words / concepts) x (1 - prompt 3-gram copy
                           rate): none for a list of the concepts or a copy of the prompt
+``relevance``             MiniLM similarity of a reply to the turn it answers x (1 - its 3-gram
+                          copy rate from that turn)
+``next_turn``             mean log-likelihood gain of the real next user turn after the reply over
+                          after "Okay.", under the frozen default model, in [-1, 1]
 ``answer``                reasoning-gym's score in [0, 1] of the answer a text states
 ``answer_format``         1 when the text states its answer after ``answer is``/``answer:``
 ``formatted_answer``      ``answer`` when the text states it in that format, else 0
@@ -29,8 +36,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from textgym.rewards.base import RewardFunction, WeightedSum, reward_name, score
+from textgym.rewards.base import RewardFunction, WeightedSum, call_reward, reward_name, score
 from textgym.rewards.concepts import concept_coverage, sentence_coverage
+from textgym.rewards.dialogue import ContextRelevance, NextTurnGain
 from textgym.rewards.lexical import Rouge, bleu, chrf, degeneracy_penalty, repetition_rate
 from textgym.rewards.reasoning import answer_format, answer_score, formatted_answer
 from textgym.rewards.sentiment import VaderSentiment
@@ -47,12 +55,19 @@ REWARDS: dict[str, Callable[[], RewardFunction]] = {
     "degeneracy": lambda: degeneracy_penalty,
     "coverage": lambda: concept_coverage,
     "sentence_coverage": lambda: sentence_coverage,
+    "relevance": ContextRelevance,
+    "next_turn": NextTurnGain,
     "answer": lambda: answer_score,
     "answer_format": lambda: answer_format,
     "formatted_answer": lambda: formatted_answer,
     "sentiment-positive": lambda: VaderSentiment("positive"),
     "sentiment-negative": lambda: VaderSentiment("negative"),
     "dialogue": lambda: combine({"similarity": 1.0, "degeneracy": 1.0}, name="dialogue"),
+    "dialogue-relevance": lambda: combine({"relevance": 1.0, "degeneracy": 1.0}, name="dialogue-relevance"),
+    "dialogue-next-turn": lambda: combine({"next_turn": 1.0, "degeneracy": 1.0}, name="dialogue-next-turn"),
+    "dialogue-mix": lambda: combine(
+        {"similarity": 1.0, "relevance": 1.0, "next_turn": 1.0, "degeneracy": 1.0}, name="dialogue-mix"
+    ),
     "summarization": lambda: combine({"rouge": 1.0, "degeneracy": 1.0}, name="summarization"),
     "translation": lambda: combine({"chrf": 1.0, "degeneracy": 1.0}, name="translation"),
     "concepts": lambda: combine(
@@ -93,8 +108,11 @@ __all__ = [
     "RewardFunction",
     "Rouge",
     "VaderSentiment",
+    "ContextRelevance",
+    "NextTurnGain",
     "WeightedSum",
     "bleu",
+    "call_reward",
     "chrf",
     "combine",
     "concept_coverage",

@@ -12,10 +12,9 @@ import numpy as np
 
 from textgym.datasets.concepts import concepts_of, stop_words
 from textgym.rewards.base import check_batch
+from textgym.rewards.lexical import copy_rate
 
 _WORD = re.compile(r"[a-z]+")
-_TOKEN = re.compile(r"\w+|[^\w\s]")  # words and punctuation marks, as the degeneracy penalty's
-COPY_NGRAM = 3
 
 
 @functools.cache
@@ -61,18 +60,6 @@ def sentence_form(concepts: Sequence[str], text: str) -> float:
     return min(1.0, sum(word in stops for word in _WORD.findall(text.lower())) / len(concepts))
 
 
-def prompt_copy_rate(prompt: str, text: str, n: int = COPY_NGRAM) -> float:
-    """The share of the text's n-grams of words and punctuation (lower-cased) that the prompt
-    holds, in [0, 1]; 0 for a text shorter than ``n`` tokens."""
-    tokens = _TOKEN.findall(text.lower())
-    if len(tokens) < n:
-        return 0.0
-    source = _TOKEN.findall(prompt.lower())
-    held = set(zip(*(source[i:] for i in range(n))))
-    grams = list(zip(*(tokens[i:] for i in range(n))))
-    return sum(gram in held for gram in grams) / len(grams)
-
-
 def concept_coverage(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
@@ -85,8 +72,8 @@ def concept_coverage(
 def sentence_coverage(
     prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> np.ndarray:
-    """Coverage x :func:`sentence_form` x (1 - :func:`prompt_copy_rate`), in [0, 1]: the concepts
-    a text uses in a sentence of its own.
+    """Coverage x :func:`sentence_form` x (1 - :func:`~textgym.rewards.lexical.copy_rate` of the
+    prompt), in [0, 1]: the concepts a text uses in a sentence of its own.
 
     GRPO trained on plain coverage learned to list the concepts ("Dogs, frisbee, park."); with
     the sentence form alone, to copy the prompt's words around the list ("This sentence uses all
@@ -96,6 +83,6 @@ def sentence_coverage(
     values = []
     for prompt, text in zip(prompts, completions):
         concepts = concepts_of(prompt)
-        own = 1.0 - prompt_copy_rate(prompt, text)
+        own = 1.0 - copy_rate(prompt, text)
         values.append(coverage(concepts, text) * sentence_form(concepts, text) * own)
     return np.array(values, dtype=np.float32)

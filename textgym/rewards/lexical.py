@@ -24,6 +24,18 @@ def repetition_rate(text: str, n: int = 4) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def copy_rate(source: str, text: str, n: int = 3) -> float:
+    """The share of the text's n-grams of words and punctuation (lower-cased) that ``source``
+    holds, in [0, 1]; 0 for a text shorter than ``n`` tokens."""
+    tokens = _TOKEN.findall(text.lower())
+    if len(tokens) < n:
+        return 0.0
+    words = _TOKEN.findall(source.lower())
+    held = set(zip(*(words[i:] for i in range(n))))
+    grams = list(zip(*(tokens[i:] for i in range(n))))
+    return sum(gram in held for gram in grams) / len(grams)
+
+
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """distinct-n (Li et al., 2016): unique word n-grams over all n-grams of a set of texts.
 

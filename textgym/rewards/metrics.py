@@ -11,6 +11,10 @@ their means with confidence intervals next to the task reward.
 ``ter``            sentence TER (sacrebleu): edits per reference word, in percent; 0 is a
                    perfect match, lower is better, and it may pass 100
 ``similarity``     MiniLM cosine similarity to the closest reference, in [-1, 1]
+``relevance``      MiniLM similarity of a reply to the turn it answers x (1 - its 3-gram copy
+                   rate from it), in [-1, 1] (:mod:`textgym.rewards.dialogue`)
+``next_turn``      log-likelihood gain of the real next user turn after the reply over after
+                   "Okay.", nats per token in [-1, 1]; needs the column ``next_turn``
 ``coverage``       the share of the prompt's concept words the text uses (Porter stems), in [0, 1]
 ``vader``          VADER compound score of the text, in [-1, 1]
 ``positive_rate``  1 when the VADER compound score is at least 0.05 (VADER's own threshold
@@ -27,8 +31,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from textgym.rewards.base import RewardFunction, check_batch
+from textgym.rewards.base import Columns, RewardFunction, call_reward, check_batch
 from textgym.rewards.concepts import concept_coverage
+from textgym.rewards.dialogue import ContextRelevance, NextTurnGain
 from textgym.rewards.lexical import Rouge, bleu, chrf
 from textgym.rewards.reasoning import accuracy, answer_format
 from textgym.rewards.sentiment import VaderSentiment
@@ -79,6 +84,8 @@ METRICS: dict[str, Callable[[], RewardFunction]] = {
     "chrf": lambda: chrf_100,
     "ter": lambda: ter,
     "similarity": EmbeddingSimilarity,
+    "relevance": ContextRelevance,
+    "next_turn": NextTurnGain,
     "coverage": lambda: concept_coverage,
     "vader": lambda: VaderSentiment("positive"),
     "positive_rate": lambda: positive_rate,
@@ -92,9 +99,11 @@ def compute_metrics(
     prompts: Sequence[str],
     completions: Sequence[str],
     references: Sequence[Sequence[str]],
+    columns: Columns | None = None,
 ) -> dict[str, np.ndarray]:
-    """``{name: (N,) float32}`` for each registered metric in ``names``."""
+    """``{name: (N,) float32}`` for each registered metric in ``names`` (given the examples'
+    ``columns`` it names, as rewards are: :func:`textgym.rewards.base.call_reward`)."""
     unknown = [name for name in names if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}: expected names from {sorted(METRICS)}")
-    return {name: METRICS[name]()(prompts, completions, references) for name in names}
+    return {name: call_reward(METRICS[name](), prompts, completions, references, columns) for name in names}
