@@ -15,7 +15,14 @@ import gymnasium as gym
 import textgym
 from textgym.agents.common.network import check_lora
 from textgym.agents.runs.checkpoints import CheckpointError
-from textgym.agents.runs.hyperparams import ALGOS, PROFILES, hyperparams, params, scalar_value
+from textgym.agents.runs.hyperparams import (
+    ALGOS,
+    PROFILES,
+    hyperparams,
+    params,
+    scalar_value,
+    split_assignment,
+)
 from textgym.models import DEFAULT_MODEL, load_tokenizer
 from textgym.models.precision import check_device, check_precision
 
@@ -148,10 +155,7 @@ def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
     """``["reward=dialogue-relevance", "max_new_tokens=48"]`` (``--env-kwargs``) as a dict."""
     out: dict[str, Any] = {}
     for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ValueError(f"--env-kwargs takes KEY=VALUE, got {pair!r}")
+        name, text = split_assignment(pair, "--env-kwargs takes KEY=VALUE")
         if name in out:
             raise ValueError(f"env argument {name!r} is given twice")
         out[name] = scalar_value(text)

@@ -296,14 +296,20 @@ def parse_value(algo: str, name: str, text: str) -> Any:
     return check(algo, name, value)
 
 
+def split_assignment(pair: str, usage: str) -> tuple[str, str]:
+    """``"key=value"`` as ``(key, value)``; ValueError ``"<usage>, got <pair>"`` without a key."""
+    name, sep, text = pair.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"{usage}, got {pair!r}")
+    return name, text
+
+
 def parse_overrides(algo: str, pairs: Sequence[str]) -> dict[str, Any]:
     """``["key=value", "policy_kwargs.lora=true", ...]`` as typed overrides for ``algo``."""
     out: dict[str, Any] = {}
     for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ValueError(f"hyperparameter overrides take key=value, got {pair!r}")
+        name, text = split_assignment(pair, "hyperparameter overrides take key=value")
         if name.startswith("policy_kwargs."):
             key = name.removeprefix("policy_kwargs.")
             kwargs = out.setdefault("policy_kwargs", {})
