@@ -213,6 +213,7 @@ SCRIPTS = {  # a record's family -> the script that writes it (the rest: <family
     "agents-learn": "agents_learn.py",
     "agents-perf": "agents_perf.py",
     "compare-trl": "compare_trl.py",
+    "dialogue-rewards": "dialogue_rewards.py",
 }
 
 
@@ -509,6 +510,75 @@ def compare_trl_markdown() -> list[str]:
     return _table(header, rows)
 
 
+# a Dialogue reward's name -> its candidate in the study of docs/results/dialogue-reward.md
+STUDY_NAMES = {
+    "dialogue": "(a) similarity",
+    "dialogue-relevance": "(b) relevance",
+    "dialogue-next-turn": "(c) next turn",
+    "dialogue-mix": "(d) mix",
+}
+
+
+def _prompt_tail(prompt: str, chars: int = 160) -> str:
+    text = _cell_text(prompt.removesuffix("Assistant:"))
+    return text if len(text) <= chars else "…" + text[-chars:]
+
+
+def dialogue_rewards_markdown() -> list[str]:
+    """The newest ``benchmarks/dialogue_rewards.py`` record: every candidate's paired change on
+    each run's test texts, the runs' distinct-2, perplexity and KL, and the first test texts of
+    every run side by side."""
+    found = records("dialogue-rewards")
+    if not found:
+        return ["No record yet: `python benchmarks/dialogue_rewards.py --runs RUN_DIR,...` writes one."]
+    name, record = found[-1]
+    runs, candidates = record["runs"], record["candidates"]
+    label = {run["run"]: STUDY_NAMES.get(run["reward"], run["reward"]) for run in runs}
+    lines = [f"Record `{name}`: `{record_command(record)}` ({machine_text(record)}).", ""]
+    rows = []
+    for run in runs:
+        scores = run["scores"]
+        rows.append([
+            label[run["run"]], f"`{run['run']}`", f"{run['train_tokens'] or 0:,}",
+            *(f"{scores[c]['change']:+.3f} ± {scores[c]['change_ci95']:.3f}" for c in candidates),
+        ])  # fmt: skip
+    lines += [*_table(["trained on", "run", "tokens", *candidates], rows), ""]
+    lines += [
+        "Each cell: the candidate's mean on the run's test texts after training minus before, paired by "
+        f"prompt ({runs[0]['n']} prompts, one sampled text each), ± its 95% interval. BLEU is "
+        "sentence BLEU (0-100); the degeneracy term is 0 for a clean text and negative otherwise.",
+        "",
+    ]
+    rows = []
+    studied = ("similarity", "relevance", "next_turn")
+    for run in runs:
+        scores, own = run["scores"], run["own"]
+        ratios = [f"{own[k][1] / own[k][0]:.2f}x" if own[k][0] else "-" for k in ("distinct_2", "perplexity")]
+        rows.append([
+            label[run["run"]],
+            *(f"{scores[c]['before']:.3f} → {scores[c]['after']:.3f}" for c in studied),
+            *ratios, _f(own["kl"][1], 1),
+        ])  # fmt: skip
+    header = ["trained on", "similarity", "relevance", "next turn", "distinct-2 after/before",
+              "perplexity after/before", "KL after (nats)"]  # fmt: skip
+    lines += [*_table(header, rows), ""]
+    befores = {tuple(text["before"] for text in run["texts"]) for run in runs}
+    shared = len(befores) == 1  # the same untrained texts (same seed, same prompts) in every run
+    header = ["context (end)", "reference", *(["untrained"] if shared else [])]
+    header += [label[run["run"]] for run in runs]
+    rows = []
+    for i, first in enumerate(runs[0]["texts"]):
+        cells = [_prompt_tail(first["prompt"]), _cell_text(first["reference"])]
+        if shared:
+            cells.append(_cell_text(first["before"]))
+        for run in runs:
+            text = run["texts"][i]
+            after = _cell_text(text["after"])
+            cells.append(after if shared else f"{_cell_text(text['before'])} → {after}")
+        rows.append(cells)
+    return [*lines, *_table(header, rows)]
+
+
 def agents_learn_markdown() -> list[str]:
     rows = []
     for name, r in records("agents-learn"):
@@ -557,6 +627,7 @@ def generate(docs: Path) -> None:
     write(out / "results-tasks.md", tasks_markdown())
     write(out / "results-compare-trl.md", "\n".join(compare_trl_markdown()) + "\n")
     write(out / "results-agents-learn.md", "\n".join(agents_learn_markdown()) + "\n")
+    write(out / "results-dialogue-rewards.md", "\n".join(dialogue_rewards_markdown()) + "\n")
     for family in FAMILIES:
         write(out / f"results-{family}.md", benchmarks_markdown(family))
 
