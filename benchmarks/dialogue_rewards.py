@@ -4,13 +4,14 @@
     python benchmarks/dialogue_rewards.py --runs DIR1,DIR2 --next-turn-model tiny   # smoke
 
 A run trained on one reward may raise it while its texts get worse; the other candidates, scored
-on the same texts, show it. For each run directory (``textgym train`` on TextGen-Dialogue-v0,
-on any reward: its ``env_kwargs``), the test texts of ``eval-before.json`` and
+on the same texts, show it. For each run directory (``textgym train`` on TextGen-Dialogue-v0 or
+-v1, on any reward: its ``env_kwargs``), the test texts of ``eval-before.json`` and
 ``eval-after.json`` are scored with every candidate of :data:`CANDIDATES` (``similarity`` to
 the reference, ``relevance`` to the answered turn, ``next_turn`` likelihood gain, BLEU, the
-degeneracy term), paired by prompt: the mean before, after, and the paired difference with its
-95% interval. The run's own distinct-2, perplexity and KL come with them, and the first
-:data:`TEXTS` texts before and after. Prints a table; writes one JSON record, never overwriting.
+degeneracy term) and with ``copy``, the share of 3-grams copied from the answered turn, paired
+by prompt: the mean before, after, and the paired difference with its 95% interval. The run's
+own distinct-2, perplexity and KL come with them, and the first :data:`TEXTS` texts before and
+after. Prints a table; writes one JSON record, never overwriting.
 """
 
 from __future__ import annotations
@@ -25,14 +26,20 @@ from common import parse_args, write_record
 from rich.console import Console
 from rich.table import Table
 
+import textgym
 from textgym.agents.runs.evaluation import mean_ci
 from textgym.datasets import example_columns, load_dataset
 from textgym.models import DEFAULT_MODEL
 from textgym.rewards import NextTurnGain, call_reward, make_reward
+from textgym.rewards.dialogue import answered_turn
+from textgym.rewards.lexical import copy_rate
 from textgym.rewards.metrics import compute_metrics
 
-ENV_ID = "TextGen-Dialogue-v0"
+ENV_IDS = ("TextGen-Dialogue-v0", "TextGen-Dialogue-v1")  # the same task and texts, two rewards
 CANDIDATES = ("similarity", "relevance", "next_turn", "bleu", "degeneracy")
+# Not a candidate: the share of a reply's 3-grams copied from the turn it answers, the way a reward
+# on relevance to that turn could be gamed (echoing the user).
+DIAGNOSTICS = ("copy",)
 TEXTS = 6  # before/after texts kept per run
 
 
@@ -62,19 +69,23 @@ def score_texts(
     references, columns = [list(e.references) for e in examples], example_columns(examples)
     values = {name: call_reward(fn, prompts, texts, references, columns) for name, fn in fns.items()}
     values["bleu"] = compute_metrics(["bleu"], prompts, texts, references)["bleu"]
-    return {name: values[name] for name in CANDIDATES}
+    turns = columns.get("turns", [None] * len(texts))
+    answered = [answered_turn(prompt, turns[i]) for i, prompt in enumerate(prompts)]
+    values["copy"] = np.array([copy_rate(source, text) for source, text in zip(answered, texts)])
+    return {name: values[name] for name in (*CANDIDATES, *DIAGNOSTICS)}
 
 
 def measure(run_dir: Path, fns: dict[str, Any], by_id: dict[str, Any]) -> dict[str, Any]:
     run = json.loads((run_dir / "run.json").read_text())
-    if run["config"]["env"] != ENV_ID:
-        raise ValueError(f"{run_dir} is a run on {run['config']['env']}, not {ENV_ID}")
+    env = run["config"]["env"]
+    if env not in ENV_IDS:
+        raise ValueError(f"{run_dir} is a run on {env}, not on one of {list(ENV_IDS)}")
     before, after = (json.loads((run_dir / f"eval-{name}.json").read_text()) for name in ("before", "after"))
     later = {(row["example_id"], row["seed"]): row for row in after["examples"]}
     pairs = [(row, later[(row["example_id"], row["seed"])]) for row in before["examples"]]
     scores = [score_texts(fns, [pair[i] for pair in pairs], by_id) for i in (0, 1)]
     table = {}
-    for name in CANDIDATES:
+    for name in (*CANDIDATES, *DIAGNOSTICS):
         b, a = scores[0][name], scores[1][name]
         (mb, cb), (ma, ca), (md, cd) = mean_ci(b), mean_ci(a), mean_ci(a - b)
         table[name] = {"before": mb, "before_ci95": cb, "after": ma, "after_ci95": ca,
@@ -82,7 +93,9 @@ def measure(run_dir: Path, fns: dict[str, Any], by_id: dict[str, Any]) -> dict[s
     metrics = [evaluation["metrics"] for evaluation in (before, after)]
     return {
         "run": run_dir.name,
-        "reward": run["config"].get("env_kwargs", {}).get("reward", "dialogue"),
+        "env": env,
+        "seed": run["config"]["seed"],
+        "reward": run["config"].get("env_kwargs", {}).get("reward", textgym.ENVS[env].defaults.reward),
         "algo": run["config"]["algo"],
         "train_tokens": run.get("summary", {}).get("train_tokens"),
         "n": len(pairs),
@@ -100,8 +113,8 @@ def main() -> None:
     by_id = {example.id: example for example in load_dataset("chitchat-dialogue", "test")}
     fns = scorers(args)
     rows = [measure(Path(run.strip()), fns, by_id) for run in args.runs.split(",") if run.strip()]
-    table = Table(title=f"{ENV_ID}: every candidate on each run's test texts (after - before, paired)")
-    for column in ("run", "trained on", *CANDIDATES, "distinct-2", "perplexity"):
+    table = Table(title="Dialogue: every candidate on each run's test texts (after - before, paired)")
+    for column in ("run", "trained on", *CANDIDATES, *DIAGNOSTICS, "distinct-2", "perplexity"):
         table.add_column(column)
     for row in rows:
         own = row["own"]
@@ -109,7 +122,7 @@ def main() -> None:
         ratios = [f"{own[k][1] / own[k][0]:.2f}x" if own[k][0] else "-" for k in ("distinct_2", "perplexity")]
         table.add_row(row["run"], row["reward"], *changes, *ratios)
     Console().print(table)
-    results = {"env": ENV_ID, "candidates": list(CANDIDATES), "runs": rows}
+    results = {"candidates": list(CANDIDATES), "diagnostics": list(DIAGNOSTICS), "runs": rows}
     path = write_record("dialogue-rewards", args, results, args.out)
     print(f"wrote {path}")
 

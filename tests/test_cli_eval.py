@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+import textgym.agents.runs.checkpoints
 import textgym.agents.runs.evaluation
 from textgym.cli import main
 
@@ -70,3 +72,39 @@ def test_eval_bad_numbers_are_one_error_before_evaluating(monkeypatch, capsys, e
 def test_evaluate_takes_seeds_from_0_to_2_to_the_32(seeds):
     with pytest.raises(ValueError, match="seeds must be a non-empty list of ints from 0 to 4294967295"):
         textgym.agents.runs.evaluation.evaluate("tiny", "TextGen-Sentiment-v0", n=1, seeds=seeds)
+
+
+RUN = "benchmarks/results/train-20m-grpo-dialogue-lr5e-5-ee780f8/run.json"  # a real run's settings
+
+
+@pytest.mark.parametrize(
+    ("saved", "extra", "expected"),
+    [
+        ({"reward": "dialogue-relevance"}, [], {"reward": "dialogue-relevance"}),  # the run's own env
+        (None, [], {}),  # a run from before --env-kwargs
+        ({"reward": "dialogue-relevance"}, ["--env-kwargs", "reward=dialogue"], {"reward": "dialogue"}),
+        ({"reward": "dialogue-relevance"}, ["--env", "TextGen-Sentiment-v0"], {}),  # another env: not its
+    ],
+)
+def test_eval_of_a_run_directory_uses_the_runs_env_kwargs(tmp_path, monkeypatch, saved, extra, expected):
+    run = json.loads((Path(__file__).parents[1] / RUN).read_text())
+    if saved is not None:
+        run["config"]["env_kwargs"] = saved
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    calls = []
+
+    def evaluate(policy, env_id, *args, **kwargs):
+        calls.append((env_id, kwargs["env_kwargs"]))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(textgym.agents.runs.checkpoints, "checkpoint_path", lambda path: (path, "grpo"))
+    monkeypatch.setattr(textgym.agents.runs.evaluation, "evaluate", evaluate)
+    with pytest.raises(RuntimeError, match="stop here"):
+        main(["eval", "--checkpoint", str(tmp_path), "-n", "2", *extra])
+    assert calls[0][1] == expected
+
+
+def test_eval_rejects_env_kwargs_the_env_does_not_take(monkeypatch, capsys):
+    monkeypatch.setattr(textgym.agents.runs.evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    assert main([*EVAL, "--env-kwargs", "rewrd=sentiment"]) == 2
+    assert "unknown key(s) ['rewrd'] for TextGen-Sentiment-v0" in " ".join(capsys.readouterr().out.split())

@@ -200,10 +200,31 @@ def test_the_study_script_scores_every_candidate_on_a_runs_texts(tmp_path, monke
     [path] = tmp_path.glob("dialogue-rewards-*.json")
     [row] = json.loads(path.read_text())["runs"]
     assert row["reward"] == "dialogue-relevance" and row["n"] == 3 and len(row["texts"]) == 3
-    assert set(row["scores"]) == {"similarity", "relevance", "next_turn", "bleu", "degeneracy"}
+    assert set(row["scores"]) == {"similarity", "relevance", "next_turn", "bleu", "degeneracy", "copy"}
+    assert row["env"] == "TextGen-Dialogue-v0" and row["seed"] == 0
     before = json.loads((run / "eval-before.json").read_text())["examples"]
     relevance = row["scores"]["relevance"]
     assert relevance["before"] == pytest.approx(
         np.mean([r["reward"] - r["components"]["degeneracy"] for r in before])
     )
     assert relevance["change"] == pytest.approx(relevance["after"] - relevance["before"], abs=1e-9)
+
+
+def test_dialogue_v1_is_v0s_task_with_the_relevance_reward():
+    v0, v1 = (gym.make(f"TextGen-Dialogue-v{v}", model="tiny", max_new_tokens=3).unwrapped for v in "01")
+    assert v1.defaults.reward == "dialogue-relevance" and v0.defaults.reward == "dialogue"  # v0 unchanged
+    assert v1.defaults.metrics == ("relevance", "similarity", "bleu")
+    assert v1.observation_space == v0.observation_space and v1.action_space == v0.action_space
+    first = [env.reset(seed=7, options={"index": 5})[0]["input_ids"] for env in (v0, v1)]
+    np.testing.assert_array_equal(*first)  # the same prompts, drawn the same way
+    infos = []
+    for env in (v0, v1):
+        for action in (300, 301, 302):
+            *_, info = env.step(action)
+        infos.append(info)
+    assert infos[0]["text"] == infos[1]["text"]
+    assert set(infos[0]["reward_components"]) == {"similarity", "degeneracy"}
+    assert set(infos[1]["reward_components"]) == {"relevance", "degeneracy"}
+    example = v1.examples[5]
+    relevance = ContextRelevance()([example.prompt], [infos[1]["text"]], [["-"]], turns=[example.turns])
+    assert infos[1]["reward_components"]["relevance"] == pytest.approx(float(relevance[0]), abs=1e-6)

@@ -42,6 +42,7 @@ def test_registry_holds_every_task():
     assert ENV_IDS == [
         "TextGen-Concepts-v0",
         "TextGen-Dialogue-v0",
+        "TextGen-Dialogue-v1",
         "TextGen-Reasoning-v0",
         "TextGen-Sentiment-v0",
         "TextGen-Summarization-v0",

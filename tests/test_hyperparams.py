@@ -61,6 +61,7 @@ PER_ENV = {
     ("textppo", "TextGen-Sentiment-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
     # GRPO's Dialogue rate, raised after a 20-minute run (grpo.yml says which).
     ("grpo", "TextGen-Dialogue-v0"): dict(learning_rate=5e-5),
+    ("grpo", "TextGen-Dialogue-v1"): dict(learning_rate=5e-5),  # v1: v0's values, not re-tuned yet
     # SoftQ: TextPPO's KL on Sentiment; Summarization's batch is 32 long texts, replayed once.
     ("softq", "TextGen-Sentiment-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
     ("softq", "TextGen-Summarization-v0"): dict(batch_episodes=32, gradient_steps=4),

@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from textgym.agents.runs.checkpoints import checkpoint_path, is_run_dir, read_run
-    from textgym.agents.runs.config import check_seed
+    from textgym.agents.runs.config import check_env_kwargs, check_seed, parse_env_kwargs, saved_config
     from textgym.agents.runs.evaluation import evaluate
     from textgym.agents.runs.failures import save_json
     from textgym.atomic import check_writable
@@ -146,11 +146,19 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         )
     if args.checkpoint is not None:
         checkpoint_path(args.checkpoint)  # a missing or unreadable checkpoint fails here, by name
+    run = None  # the run directory's config, when --checkpoint is one
+    if args.checkpoint is not None and is_run_dir(Path(args.checkpoint)):
+        run = saved_config(read_run(Path(args.checkpoint))["config"])
     env_id = args.env
     if env_id is None:
-        if args.checkpoint is None or not is_run_dir(Path(args.checkpoint)):
+        if run is None:
             raise ValueError("--env is needed unless --checkpoint is a `textgym train` run directory")
-        env_id = read_run(Path(args.checkpoint))["config"]["env"]
+        env_id = run["env"]
+    if args.env_kwargs is not None:
+        env_kwargs = parse_env_kwargs(args.env_kwargs)
+    else:  # a run is evaluated on the env it trained on (its reward, ...), unless --env names another
+        env_kwargs = run["env_kwargs"] if run is not None and run["env"] == env_id else {}
+    check_env_kwargs(env_id, env_kwargs)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (sampling seeds per prompt), got {args.seeds}")
     check_seed(args.seed, "--seed", count=args.seeds)
@@ -169,6 +177,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         greedy=args.greedy,
         device=resolve_device(args.device),
         precision=precision,
+        env_kwargs=env_kwargs,
     )
     console.print(result.table())
     table = Table(title="sample texts", show_lines=True, expand=True)
@@ -304,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--env", choices=list(ENVS), help="env id (default: the run's)")
     ev.add_argument("--checkpoint", help="a `textgym train` run directory or an SB3 .zip")
     ev.add_argument("--model", help="evaluate this untrained model instead of a checkpoint")
+    ev.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="env arguments, as for train (default: a run directory's own, none otherwise)",
+    )
     ev.add_argument("--split", default="test", choices=SPLITS)
     ev.add_argument("-n", type=int, default=64, help="prompts (default 64)")
     ev.add_argument("--seeds", type=int, default=1, help="sampling seeds per prompt (default 1)")

@@ -524,6 +524,13 @@ def _prompt_tail(prompt: str, chars: int = 160) -> str:
     return text if len(text) <= chars else "…" + text[-chars:]
 
 
+def _study_label(run: dict[str, Any]) -> str:
+    label = STUDY_NAMES.get(run["reward"], run["reward"])
+    if run.get("env", "").endswith("-v1"):
+        label += ", v1"
+    return label + (f", seed {run['seed']}" if run.get("seed") else "")
+
+
 def dialogue_rewards_markdown() -> list[str]:
     """The newest ``benchmarks/dialogue_rewards.py`` record: every candidate's paired change on
     each run's test texts, the runs' distinct-2, perplexity and KL, and the first test texts of
@@ -532,8 +539,8 @@ def dialogue_rewards_markdown() -> list[str]:
     if not found:
         return ["No record yet: `python benchmarks/dialogue_rewards.py --runs RUN_DIR,...` writes one."]
     name, record = found[-1]
-    runs, candidates = record["runs"], record["candidates"]
-    label = {run["run"]: STUDY_NAMES.get(run["reward"], run["reward"]) for run in runs}
+    runs, candidates = record["runs"], [*record["candidates"], *record.get("diagnostics", [])]
+    label = {run["run"]: _study_label(run) for run in runs}
     lines = [f"Record `{name}`: `{record_command(record)}` ({machine_text(record)}).", ""]
     rows = []
     for run in runs:
@@ -546,7 +553,8 @@ def dialogue_rewards_markdown() -> list[str]:
     lines += [
         "Each cell: the candidate's mean on the run's test texts after training minus before, paired by "
         f"prompt ({runs[0]['n']} prompts, one sampled text each), ± its 95% interval. BLEU is "
-        "sentence BLEU (0-100); the degeneracy term is 0 for a clean text and negative otherwise.",
+        "sentence BLEU (0-100); the degeneracy term is 0 for a clean text and negative otherwise; `copy` "
+        "(not a candidate) is the share of the reply's 3-grams copied from the turn it answers.",
         "",
     ]
     rows = []

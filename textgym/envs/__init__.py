@@ -10,7 +10,7 @@ from gymnasium.envs.registration import register, registry
 
 from textgym.envs.base import TaskDefaults, TextGenEnv
 from textgym.envs.concepts import ConceptsEnv
-from textgym.envs.dialogue import DialogueEnv
+from textgym.envs.dialogue import DialogueEnv, DialogueV1Env
 from textgym.envs.reasoning import ReasoningEnv
 from textgym.envs.sentiment import SentimentEnv
 from textgym.envs.summarization import SummarizationEnv
@@ -19,6 +19,7 @@ from textgym.envs.translation import TranslationEnv
 # id -> entry point; the catalogue ``textgym envs`` prints.
 ENVS: dict[str, type[TextGenEnv]] = {
     "TextGen-Dialogue-v0": DialogueEnv,
+    "TextGen-Dialogue-v1": DialogueV1Env,
     "TextGen-Summarization-v0": SummarizationEnv,
     "TextGen-Sentiment-v0": SentimentEnv,
     "TextGen-Translation-v0": TranslationEnv,
@@ -34,6 +35,7 @@ __all__ = [
     "ENVS",
     "ConceptsEnv",
     "DialogueEnv",
+    "DialogueV1Env",
     "ReasoningEnv",
     "SentimentEnv",
     "SummarizationEnv",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from textgym.envs.base import TaskDefaults, TextGenEnv
 
 
@@ -43,6 +45,8 @@ class DialogueEnv(TextGenEnv):
 
     ## Version History
     * v0: initial version.
+    * v1 (:class:`DialogueV1Env`): the reward is relevance to the turn answered, not similarity to
+      the reference; v0 is unchanged.
     """
 
     defaults = TaskDefaults(
@@ -55,4 +59,49 @@ class DialogueEnv(TextGenEnv):
         system_prompt="You are chatting casually with a friend. Reply with one short, natural message.",
         dataset_kwargs={"context_turns": 3},
         metrics=("similarity", "bleu"),
+    )
+
+
+class DialogueV1Env(DialogueEnv):
+    """
+    ## Description
+    TextGen-Dialogue-v0's task (the same chats, context, prompt and budgets) with a reward that
+    RL improves without degrading the replies: relevance to the turn the reply answers, chosen by
+    the study on the results pages (docs/results/dialogue-reward.md). Similarity to the one
+    reply a person wrote, v0's reward, stays a metric.
+
+    ## Action Space
+    ``Discrete(V)``, as in v0: the next token id; ids past the tokenizer's vocabulary are
+    invalid (``action_masks()`` marks them) and end the episode with an extra reward of -1.
+
+    ## Observation Space
+    As in v0: ``Dict(input_ids, attention_mask)``, the prompt and the tokens so far, left-padded
+    to ``L = max_prompt_tokens + max_new_tokens``.
+
+    ## Rewards
+    0 on every step but the last. On the last (``dialogue-relevance``): the MiniLM cosine
+    similarity of the reply to the last user turn, times one minus the share of the reply's
+    3-grams copied from that turn (so repeating the user earns nothing; 0 for an empty reply),
+    plus the degeneracy penalty in [-1, 0]. Metrics: ``relevance``, ``similarity`` (to the
+    reference) and ``bleu``.
+
+    ## Starting State
+    As in v0: a conversation context drawn uniformly from the split with the env's seeded RNG,
+    or the one chosen by ``reset(options={"index": i})``.
+
+    ## Episode End
+    As in v0: terminated on EOS or an invalid id, truncated after ``max_new_tokens`` (32).
+
+    ## Arguments
+    See :class:`textgym.envs.base.TextGenEnv`; the defaults are v0's but ``reward``.
+
+    ## Version History
+    * v1: the reward is ``dialogue-relevance`` (v0: ``dialogue``, similarity to the reference).
+    """
+
+    defaults = dataclasses.replace(
+        DialogueEnv.defaults,
+        description="Reply to a real open-domain chat, on topic",
+        reward="dialogue-relevance",
+        metrics=("relevance", "similarity", "bleu"),
     )
