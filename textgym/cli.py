@@ -27,7 +27,8 @@ from textgym.models.sampling import LMSampler, run_episode
 def cmd_envs(args: argparse.Namespace, console: Console) -> int:
     table = Table(title="textgym environments")
     table.add_column("id", no_wrap=True, style="bold")
-    table.add_column("task")
+    # The task's description stays on one line; the metrics wrap first when the terminal is narrow.
+    table.add_column("task", min_width=max(len(cls.defaults.description) for cls in ENVS.values()))
     table.add_column("data", no_wrap=True)
     table.add_column("reward", no_wrap=True)
     table.add_column("metrics")

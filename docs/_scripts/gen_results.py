@@ -570,19 +570,18 @@ def dialogue_rewards_markdown() -> list[str]:
     header = ["trained on", "similarity", "relevance", "next turn", "distinct-2 after/before",
               "perplexity after/before", "KL after (nats)"]  # fmt: skip
     lines += [*_table(header, rows), ""]
-    befores = {tuple(text["before"] for text in run["texts"]) for run in runs}
-    shared = len(befores) == 1  # the same untrained texts (same seed, same prompts) in every run
-    header = ["context (end)", "reference", *(["untrained"] if shared else [])]
-    header += [label[run["run"]] for run in runs]
+    # The untrained texts are shown once for the runs that drew the same ones as the first run
+    # (same seed and prompts); a run that drew others shows its own, before -> after.
+    base = [text["before"] for text in runs[0]["texts"]]
+    header = ["context (end)", "reference", "untrained", *(label[run["run"]] for run in runs)]
     rows = []
     for i, first in enumerate(runs[0]["texts"]):
-        cells = [_prompt_tail(first["prompt"]), _cell_text(first["reference"])]
-        if shared:
-            cells.append(_cell_text(first["before"]))
+        cells = [_prompt_tail(first["prompt"]), _cell_text(first["reference"]), _cell_text(base[i])]
         for run in runs:
             text = run["texts"][i]
+            own = [t["before"] for t in run["texts"]] != base
             after = _cell_text(text["after"])
-            cells.append(after if shared else f"{_cell_text(text['before'])} → {after}")
+            cells.append(f"{_cell_text(text['before'])} → {after}" if own else after)
         rows.append(cells)
     return [*lines, *_table(header, rows)]
 

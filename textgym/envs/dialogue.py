@@ -101,7 +101,7 @@ class DialogueV1Env(DialogueEnv):
 
     defaults = dataclasses.replace(
         DialogueEnv.defaults,
-        description="Reply to a real open-domain chat, on topic",
+        description="Reply on topic to a real chat",
         reward="dialogue-relevance",
         metrics=("relevance", "similarity", "bleu"),
     )
