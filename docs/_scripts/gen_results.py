@@ -573,15 +573,15 @@ def dialogue_rewards_markdown() -> list[str]:
     # The untrained texts are shown once for the runs that drew the same ones as the first run
     # (same seed and prompts); a run that drew others shows its own, before -> after.
     base = [text["before"] for text in runs[0]["texts"]]
+    drew_others = [[text["before"] for text in run["texts"]] != base for run in runs]
     header = ["context (end)", "reference", "untrained", *(label[run["run"]] for run in runs)]
     rows = []
     for i, first in enumerate(runs[0]["texts"]):
         cells = [_prompt_tail(first["prompt"]), _cell_text(first["reference"]), _cell_text(base[i])]
-        for run in runs:
+        for run, others in zip(runs, drew_others):
             text = run["texts"][i]
-            own = [t["before"] for t in run["texts"]] != base
             after = _cell_text(text["after"])
-            cells.append(f"{_cell_text(text['before'])} → {after}" if own else after)
+            cells.append(f"{_cell_text(text['before'])} → {after}" if others else after)
         rows.append(cells)
     return [*lines, *_table(header, rows)]
 
