@@ -352,6 +352,15 @@ def test_every_env_has_a_page():
         assert f"_generated/envs/{env_id}.md" in page.read_text()
 
 
+def test_each_env_version_writes_its_own_tuning_fragments():
+    """``confirm-<algo>-<task>.md`` and ``tuning-<algo>-<task>.md`` are named by the env's task:
+    two versions of one task (Dialogue v0 and v1) must not overwrite each other's."""
+    import textgym
+
+    names = [load_script("gen_tuning").task(env_id) for env_id in textgym.ENVS]
+    assert len(set(names)) == len(names), names
+
+
 def test_the_api_page_names_every_public_agent():
     import textgym.agents
 

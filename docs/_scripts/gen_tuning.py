@@ -41,8 +41,11 @@ def tuning_labels() -> set[str]:
 
 
 def task(env_id: str) -> str:
-    """``TextGen-Sentiment-v0`` -> ``sentiment``."""
-    return env_id.split("-")[1].lower()
+    """``TextGen-Sentiment-v0`` -> ``sentiment``; a later version keeps its suffix
+    (``TextGen-Dialogue-v1`` -> ``dialogue-v1``), so that two versions' studies and runs never
+    write the same fragment."""
+    _, name, version = env_id.split("-")
+    return name.lower() if version == "v0" else f"{name.lower()}-{version}"
 
 
 def show(value: Any) -> str:
