@@ -492,6 +492,18 @@ def run_script(monkeypatch, name: str, argv: list[str]) -> None:
     importlib.import_module(name).main()
 
 
+def test_multiturn_benchmark_times_the_cached_and_the_reencoded_rollout(tmp_path, monkeypatch):
+    argv = ["--model", "tiny", "--games", "2", "--repeats", "1", "--out", str(tmp_path)]
+    run_script(monkeypatch, "multiturn", argv)
+    [path] = tmp_path.glob("multiturn-*.json")
+    record = json.loads(path.read_text())
+    for way in ("cached", "reencoded", "single_turn"):
+        assert record[way]["tokens"] > 0 and record[way]["tokens_per_s"] > 0 and len(record["runs"][way]) == 1
+    assert 0 < record["cached"]["end_turns_share"] < 1 and record["single_turn"]["end_turns_seconds"] == 0
+    assert set(record["ratios"]) == {"cached_vs_reencoded", "cached_vs_single_turn"}
+    assert record["single_turn"]["tokens"] == 2 * record["single_turn_length"]  # no end token: full length
+
+
 def test_precision_benchmark_compares_precisions_and_lora_in_one_run(tmp_path, monkeypatch):
     small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3", "--repeats", "1"]
     run_script(monkeypatch, "precision", [*small, "--device", "cpu", "--out", str(tmp_path)])

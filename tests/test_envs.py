@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import textgym
 from textgym.envs.base import INVALID_TOKEN_REWARD
+from textgym.envs.multiturn import MultiTurnEnv
 from textgym.models import load_tokenizer
 from textgym.rewards import VaderSentiment
 
@@ -43,6 +44,7 @@ def test_registry_holds_every_task():
         "TextGen-Concepts-v0",
         "TextGen-Dialogue-v0",
         "TextGen-Dialogue-v1",
+        "TextGen-GuessNumber-v0",
         "TextGen-Reasoning-v0",
         "TextGen-Sentiment-v0",
         "TextGen-Summarization-v0",
@@ -83,6 +85,9 @@ def test_spaces_follow_the_design(env_id):
     env = make(env_id)
     vocab = len(load_tokenizer("tiny"))
     length = env.max_prompt_tokens + env.max_new_tokens
+    if isinstance(env, MultiTurnEnv):  # every turn's budget and a partner message between turns
+        length = env.max_prompt_tokens + env.max_turns * env.max_new_tokens
+        length += (env.max_turns - 1) * env.max_partner_tokens
     assert isinstance(env.action_space, gym.spaces.Discrete) and env.action_space.n == env.vocab_size
     assert env.vocab_size > vocab  # the tiny model has padded logits rows
     ids, mask = env.observation_space["input_ids"], env.observation_space["attention_mask"]
@@ -108,9 +113,15 @@ def test_random_episode_ends_with_finite_reward_and_full_info(env_id):
     env = make(env_id)
     trace = rollout(env, seed=3)
     *middle, (obs, reward, terminated, truncated, info) = trace[1:]
-    assert all(step[1] == 0.0 and not step[2] and not step[3] for step in middle)
+    assert all(not step[2] and not step[3] for step in middle)
     assert terminated or truncated
     assert np.isfinite(reward)
+    if isinstance(env, MultiTurnEnv):  # each turn is paid on the step that ends it
+        total = sum(step[1] for step in trace[1:])
+        assert total == pytest.approx(sum(turn["reward"] for turn in info["turns"]), abs=1e-5)
+        assert total == pytest.approx(sum(info["reward_components"].values()), abs=1e-5)
+        return
+    assert all(step[1] == 0.0 for step in middle)
     for key in ("text", "prompt", "references", "reward_components", "example_id", "invalid_token"):
         assert key in info
     assert (
@@ -413,7 +424,8 @@ def test_stock_sb3_ppo_learns_on_the_env_protocol(env_id):
     """SB3's own PPO (MultiInputPolicy) runs rollouts and updates through a DummyVecEnv."""
     from stable_baselines3 import PPO
 
-    env = gym.make(env_id, model="tiny", max_new_tokens=4)
+    turns = {"max_turns": 2} if issubclass(textgym.ENVS[env_id], MultiTurnEnv) else {}  # 2 episodes at least
+    env = gym.make(env_id, model="tiny", max_new_tokens=4, **turns)
     model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=16)
     assert model.num_timesteps == 16

@@ -19,6 +19,7 @@ from textgym.agents.runs.hyperparams import (
     parse_overrides,
     policy_keys,
     registry,
+    supports,
 )
 
 # The shipped values (TextPPO's: those of every run before the registry and of the published
@@ -90,6 +91,13 @@ PER_ENV = {
     ("rloo", "TextGen-Reasoning-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
     ("textppo", "TextGen-Reasoning-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
     ("softq", "TextGen-Reasoning-v0"): dict(learning_rate=3e-5, kl_coef=0.05),
+    # GuessNumber (multi-turn; no SoftQ), hand-set: a game of 6 short turns.
+    ("ppo", "TextGen-GuessNumber-v0"): dict(n_steps=48, batch_size=256),
+    ("a2c", "TextGen-GuessNumber-v0"): dict(n_steps=48),
+    ("dqn", "TextGen-GuessNumber-v0"): dict(train_freq=48),
+    ("grpo", "TextGen-GuessNumber-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
+    ("rloo", "TextGen-GuessNumber-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
+    ("textppo", "TextGen-GuessNumber-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
 }
 LORA = {"textppo": dict(learning_rate=2e-4)}  # with --lora, over an env's values (textppo.yml says why)
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches
@@ -104,8 +112,9 @@ QUICK = {  # the quick leaderboard's (and the tests') smaller batches
 }
 
 
-@pytest.mark.parametrize("env_id", list(textgym.ENVS))
-@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize(
+    ("algo", "env_id"), [(algo, env) for env in textgym.ENVS for algo in ALGOS if supports(algo, env)]
+)
 def test_registry_values_per_env_and_profile(algo, env_id):
     default = hyperparams(algo, env_id)
     assert set(default) == set(params(algo))
@@ -148,7 +157,13 @@ def test_a_lora_block_cannot_set_policy_kwargs(tmp_path, monkeypatch):
 def test_each_file_names_every_env_and_says_how_its_values_were_found(algo):
     text = (FOLDER / f"{algo}.yml").read_text()
     assert "How they were found:" in text
-    assert set(registry(algo)) == {*textgym.ENVS, "quick", *(["lora"] if algo in LORA else [])}
+    envs = {env for env in textgym.ENVS if supports(algo, env)}
+    assert set(registry(algo)) == {*envs, "quick", *(["lora"] if algo in LORA else [])}
+
+
+def test_softq_on_a_multi_turn_env_names_what_trains_there():
+    with pytest.raises(ValueError, match=r"is multi-turn: train it with one of \['textppo', 'grpo', "):
+        hyperparams("softq", "TextGen-GuessNumber-v0")
 
 
 def test_textppo_keys_follow_its_constructor():

@@ -226,6 +226,34 @@ def test_incremental_forward_matches_full_passes_through_resets():
     assert forward.misses == 3 and forward.hits == 5  # 1 full pass + 2 partial restarts; 4 steps + 1 repeat
 
 
+def test_incremental_forward_extends_rows_by_several_tokens_in_one_pass():
+    """A multi-turn env's observation grows by a partner's whole reply: rows that add different
+    numbers of tokens run in one pass against the cache, with the same states as full passes."""
+    from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+
+    backbone = load_model("tiny").get_decoder()
+    forward = IncrementalForward(backbone, pad_id=0)
+    rng = np.random.default_rng(1)
+    rows = [list(rng.integers(5, 500, size=n)) for n in (4, 9, 2)]
+
+    def check():
+        ids, mask = left_pad(rows, 0)
+        with torch.no_grad():
+            expected = hidden_states(backbone, ids, mask).last_hidden_state[:, -1]
+        torch.testing.assert_close(forward([np.array(r) for r in rows]), expected, rtol=1e-4, atol=1e-5)
+
+    check()
+    for added in ((1, 4, 7), (3, 1, 1), (12, 2, 5)):
+        for row, n in zip(rows, added):
+            row.extend(int(t) for t in rng.integers(5, 500, size=n))
+        check()
+    rows[0] = list(rng.integers(5, 500, size=6))  # a new episode beside rows that add 1 and 6 tokens
+    rows[1].append(7)
+    rows[2].extend([8, 9, 10, 11, 12, 13])
+    check()
+    assert forward.misses == 2 and forward.hits == 3  # the first pass and the restart; 3 extensions
+
+
 def test_sample_tokens_draws_from_the_softmax_and_never_from_masked_ids():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
     logits = probs.log().repeat(10_000, 1)  # (20000, 5); log 0 = -inf

@@ -117,6 +117,25 @@ def test_stock_algorithms_train_with_the_episode_buffer_and_the_kl_in_the_policy
     assert agent.rollout_buffer_class is EpisodeRolloutBuffer and agent.policy.net.config.kl_to_reference
 
 
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "textppo"])
+def test_algorithms_train_a_multi_turn_env_and_evaluate_whole_games(tmp_path, algo):
+    config = tiny_config(
+        algo, budget_tokens=8, env="TextGen-GuessNumber-v0", env_kwargs={"max_new_tokens": 3}
+    )
+    result = train(config, tmp_path / "game", console=QUIET)
+    assert result["summary"]["train_tokens"] >= 8
+    for moment in ("before", "after"):
+        assert set(result["summary"][moment]) >= {"reward", "success", "turns", "valid"}
+
+
+def test_softq_on_a_multi_turn_env_is_one_error_before_anything_is_written(tmp_path):
+    with pytest.raises(
+        ValueError, match="softq replays single-turn texts and TextGen-GuessNumber-v0 is multi-turn"
+    ):
+        train(tiny_config("softq", env="TextGen-GuessNumber-v0"), tmp_path / "run", console=QUIET)
+    assert not (tmp_path / "run").exists()
+
+
 def test_soft_q_checkpoints_its_replay_and_target_and_resumes_exactly(tmp_path):
     """As TextPPO's resume test, for an off-policy agent: the replay buffer (next to the
     archive), the target network (in it) and the sampler come back, so a resumed run replays

@@ -39,9 +39,9 @@ def cmd_envs(args: argparse.Namespace, console: Console) -> int:
             env_id,
             task.description,
             task.dataset,
-            task.reward,
+            task.reward_label,
             ", ".join(task.metrics),
-            f"{task.max_prompt_tokens} / {task.max_new_tokens}",
+            task.tokens_label,
         )
     console.print(table)
     return 0

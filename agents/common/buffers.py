@@ -48,8 +48,25 @@ def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: 
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token GAE advantages and returns, (B, R) each; an episode's last token is terminal
-    (its reward is the finished text's, so nothing is bootstrapped after it)."""
+    """Per-token GAE advantages and returns, (B, R) each, over the tokens ``mask`` marks in
+    order; an episode's last token is terminal (its reward is the finished text's, so nothing is
+    bootstrapped after it). The marked tokens need not be contiguous: in a multi-turn episode the
+    partner's tokens lie between the agent's turns, and the recursion steps over them (the
+    agent's next token follows its turn's last one, discounted by ``gamma`` once)."""
+    mask = mask.bool()
+    # Each row's marked columns first, in order (a stable sort): GAE runs on the packed rows.
+    order = torch.sort((~mask).long(), dim=1, stable=True).indices  # (B, R)
+    packed = [x.gather(1, order) for x in (rewards, values, mask)]
+    advantages, returns = _packed_gae(*packed, gamma, lam)
+    return torch.zeros_like(rewards).scatter(1, order, advantages), torch.zeros_like(rewards).scatter(
+        1, order, returns
+    )
+
+
+def _packed_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gae` of rows whose marked tokens come first."""
     mask = mask.float()
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
@@ -224,7 +241,8 @@ class TokenRolloutBuffer(BaseBuffer):
         batch_size: int | None = None,
     ) -> None:
         """Per-token rewards (the KL penalty ``-kl_coef * KL_t``, plus the task reward on each
-        episode's last token), then GAE advantages and returns.
+        episode's last token; a multi-turn episode's, each turn's on that turn's last token), then
+        GAE advantages and returns over the agent's tokens.
 
         :param kl_coef: weight of the per-token KL penalty.
         :param reference: episodes -> (N,) log-probs of their N emitted tokens under the frozen
@@ -242,7 +260,8 @@ class TokenRolloutBuffer(BaseBuffer):
                 rows = torch.zeros_like(part.kl_log_probs)
                 rows[select] = kl_penalty(part.kl_log_probs[select], reference(part), self.kl_estimator)
                 kl[index] = rows
-        scores = self.task_rewards.float()
+        scores = self.task_rewards.float()  # (B,) each episode's task reward (a game's: its turns')
+        shift, divisor = 0.0, 1.0  # scores become (scores - shift) / divisor
         if self.reward_normalization == "running":
             if reward_stats is None:
                 raise ValueError('reward_normalization="running" needs reward_stats (a RunningMeanStd)')
@@ -252,14 +271,18 @@ class TokenRolloutBuffer(BaseBuffer):
                 reward_stats.update_from_moments(float(mean), float(std) ** 2 * (count - 1) / count, count)
             else:
                 reward_stats.update(scores.cpu().numpy())
-            scores = scores / float(np.sqrt(reward_stats.var + 1e-8))
+            divisor = float(np.sqrt(reward_stats.var + 1e-8))
         elif self.reward_normalization == "batch":
             mean, std = all_ranks_mean_std(scores)
-            scores = (scores - mean) / (std + 1e-8)
+            shift, divisor = mean, std + 1e-8
         rewards = -kl_coef * kl
-        last = (episodes.lengths - 1).clamp(min=0)
+        last = episodes.last
         rows = torch.arange(len(last))
-        rewards[rows, last] += scores
+        if episodes.rewards is None:  # one text: its reward on its last token
+            rewards[rows, last] += (scores - shift) / divisor
+        else:  # a multi-turn episode: each turn's reward on that turn's last token
+            rewards += episodes.rewards.float() / divisor
+            rewards[rows, last] -= shift / divisor
         if self.group_baseline is not None or self.scale_group_std:
             rewards = self._group_relative(rewards, mask, last)
         values = episodes.values if self.use_critic else torch.zeros_like(episodes.values)

@@ -13,6 +13,7 @@ import torch
 from textgym.agents.common.network import LMActorCritic
 from textgym.datasets import Example
 from textgym.envs.base import TextGenEnv
+from textgym.envs.multiturn import MultiTurnEnv
 from textgym.models.incremental import IncrementalForward, left_pad
 from textgym.models.sampling import sample_tokens
 
@@ -30,6 +31,9 @@ class TokenBatch:
     kl_log_probs: torch.Tensor  # (B, R) under the temperature-only distribution (what the KL uses)
     values: torch.Tensor  # (B, R)
     group_size: int = 1  # consecutive groups of this many rows share their prompt
+    # (B, R) task rewards where a multi-turn episode pays them (each turn's last agent token);
+    # None: single-turn texts, whose one reward goes on the last emitted token.
+    rewards: torch.Tensor | None = None
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -38,6 +42,12 @@ class TokenBatch:
     @property
     def lengths(self) -> torch.Tensor:
         return self.response_mask.sum(-1)  # (B,)
+
+    @property
+    def last(self) -> torch.Tensor:
+        """(B,) the response column of each episode's last emitted token (0 for none)."""
+        columns = torch.arange(self.response_mask.shape[1], device=self.response_mask.device)
+        return (self.response_mask.long() * (columns + 1)).max(-1).values.sub(1).clamp(min=0)
 
     def generated(self) -> list[list[int]]:
         """Each episode's emitted token ids."""
@@ -57,6 +67,7 @@ class TokenBatch:
             kl_log_probs=self.kl_log_probs[index],
             values=self.values[index],
             group_size=group_size,
+            rewards=None if self.rewards is None else self.rewards[index],
         )
 
 
@@ -174,3 +185,113 @@ def play(
     episodes = [example for example in examples for _ in range(group_size)]
     rewards, infos = env.score_episodes(episodes, batch.generated())
     return batch, rewards, infos
+
+
+@torch.no_grad()
+def play_turns(
+    net: LMActorCritic,
+    env: MultiTurnEnv,
+    examples: Sequence[Example],
+    generator: torch.Generator,
+    greedy: bool = False,
+    group_size: int = 1,
+    on_step: Callable[[int], bool] | None = None,
+) -> tuple[TokenBatch, np.ndarray, list[dict[str, Any]]] | None:
+    """``group_size`` multi-turn episodes of ``env`` per example (consecutive rows), all played
+    together, turn by turn: every open conversation samples its turn with the KV cache, the env
+    ends the batch's turns in one call (the partners reply together), and the replies' tokens
+    (with each turn's last sampled token) enter the cache in one forward pass, so the history is
+    never run again nor re-tokenized. Each prompt runs once, its cache shared by its group.
+
+    Returns one :class:`TokenBatch` of the whole conversations, whose ``response_mask`` marks the
+    agent's tokens only (the partner's are context: no log-prob, value or KL) and whose
+    ``rewards`` hold each turn's reward on its last agent token, the (B,) undiscounted returns,
+    and each episode's final ``info`` (:meth:`MultiTurnEnv.episode_info`). ``on_step(n_active)``
+    runs after every sampling step; returning False abandons the batch (None)."""
+    conversations = [env.start_conversation(example) for example in examples for _ in range(group_size)]
+    prompts = [env.encode_prompt(example)[0] for example in examples]
+    batch = len(conversations)
+    # Per row: (token, emitted by the agent, log-prob, KL log-prob, value, reward) after the prompt.
+    records: list[list[tuple[int, bool, float, float, float, float]]] = [[] for _ in range(batch)]
+    results: list[list[Any]] = [[] for _ in range(batch)]
+    with net.autocast(), net.packed:
+        device = net.invalid.device
+        ids, mask = left_pad(prompts, net.pad_id, device)
+        actor = IncrementalForward(net.backbone, net.pad_id)
+        critic = None if net.critic is None else IncrementalForward(net.critic, net.pad_id)
+        hidden = actor.start(ids, mask, group_size)  # (B, H)
+        critic_hidden = hidden if critic is None else critic.start(ids, mask, group_size)
+        ends = torch.zeros(net.invalid.shape[0], dtype=torch.bool, device=device)
+        ends[list(env.eos_token_ids)] = True
+        ends |= net.invalid
+        open_rows = torch.ones(batch, dtype=torch.bool, device=device)
+        while True:
+            active, turns = open_rows.clone(), [[] for _ in range(batch)]
+            for step in range(env.max_new_tokens):
+                raw = net.head(hidden)  # (B, V)
+                logits = net.process(raw)
+                token = logits.argmax(-1) if greedy else sample_tokens(logits, generator)
+                token = torch.where(active, token, net.pad_id)
+                columns = (token, token_log_probs(logits, token), token_log_probs(net.kl_logits(raw), token),
+                           net.value(critic_hidden))  # fmt: skip
+                t, lp, kl, value = (column.tolist() for column in columns)
+                for i in active.nonzero()[:, 0].tolist():
+                    records[i].append((t[i], True, lp[i], kl[i], value[i], 0.0))
+                    turns[i].append(t[i])
+                if on_step is not None and not on_step(int(active.sum())):
+                    return None
+                still = active & ~ends[token]
+                if not still.any() or step + 1 == env.max_new_tokens:
+                    break  # the tokens sampled at this step are not in the cache yet
+                hidden = actor.extend(token[:, None], active[:, None])
+                critic_hidden = hidden if critic is None else critic.extend(token[:, None], active[:, None])
+                active = still
+            rows = open_rows.nonzero()[:, 0].tolist()
+            ended = env.end_turns([conversations[i] for i in rows], [turns[i] for i in rows])
+            appended: list[list[int]] = [[] for _ in range(batch)]
+            for i, result in zip(rows, ended):
+                results[i].append(result)
+                token_, agent, lp_, kl_, value_, _ = records[i][-1]  # the turn's last token is paid
+                records[i][-1] = (token_, agent, lp_, kl_, value_, result.reward)
+                records[i].extend((t, False, 0.0, 0.0, 0.0, 0.0) for t in result.appended)
+                if result.last:
+                    open_rows[i] = False
+                else:  # the turn's last sampled token, if the cache lacks it, then the partner's
+                    appended[i] = ([int(token[i])] if active[i] else []) + list(result.appended)
+            if not open_rows.any():
+                break
+            width = max(len(tokens) for tokens in appended)
+            new = torch.full((batch, width), net.pad_id, dtype=torch.long, device=device)
+            new_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
+            for i, tokens in enumerate(appended):
+                if tokens:
+                    new[i, width - len(tokens) :] = torch.tensor(tokens, device=device)
+                    new_mask[i, width - len(tokens) :] = 1
+            hidden = actor.extend(new, new_mask)
+            critic_hidden = hidden if critic is None else critic.extend(new, new_mask)
+
+    ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)  # (B, P)
+    width = max(len(rows) for rows in records)
+    tokens = torch.full((batch, width), net.pad_id, dtype=torch.long)
+    real = torch.zeros((batch, width), dtype=torch.long)
+    agent = torch.zeros((batch, width), dtype=torch.bool)
+    numbers = torch.zeros((4, batch, width))
+    for i, rows in enumerate(records):
+        tokens[i, : len(rows)] = torch.tensor([row[0] for row in rows])
+        real[i, : len(rows)] = 1
+        agent[i, : len(rows)] = torch.tensor([row[1] for row in rows])
+        numbers[:, i, : len(rows)] = torch.tensor([row[2:] for row in rows]).T
+    episodes = TokenBatch(
+        ids=torch.cat([ids, tokens.to(device)], dim=1),
+        mask=torch.cat([mask, real.to(device)], dim=1),
+        start=ids.shape[1],
+        response_mask=agent.to(device),
+        log_probs=numbers[0].to(device),
+        kl_log_probs=numbers[1].to(device),
+        values=numbers[2].to(device),
+        group_size=group_size,
+        rewards=numbers[3].to(device),
+    )
+    returns = np.asarray([sum(result.reward for result in rows) for rows in results], dtype=np.float32)
+    infos = [env.episode_info(conversation, rows) for conversation, rows in zip(conversations, results)]
+    return episodes, returns, infos

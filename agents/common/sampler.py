@@ -16,16 +16,23 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.agents.common import distributed
-from textgym.agents.common.rollout import TokenBatch, play
+from textgym.agents.common.rollout import TokenBatch, play, play_turns
 from textgym.envs.base import TextGenEnv
+from textgym.envs.multiturn import MultiTurnEnv
 
 
-def text_env(env: VecEnv, algo: str) -> TextGenEnv:
+def text_env(env: VecEnv, algo: str, multi_turn: bool = True) -> TextGenEnv:
     """The textgym env behind an SB3 VecEnv (the first one: the sequence-level algorithms draw
-    all their episodes from it); ``algo`` names the algorithm in the error."""
+    all their episodes from it); ``algo`` names the algorithm in the error. ``multi_turn``:
+    whether the algorithm plays multi-turn episodes (SoftQ replays single texts only)."""
     inner = env.get_attr("unwrapped", indices=[0])[0]
     if not isinstance(inner, TextGenEnv):
         raise TypeError(f"{algo} needs a textgym env (a TextGenEnv), got {type(inner).__name__}")
+    if isinstance(inner, MultiTurnEnv) and not multi_turn:
+        raise TypeError(
+            f"{algo} replays single-turn texts and {type(inner).__name__} is multi-turn: train it with "
+            "TextPPO, GRPO, RLOO, REINFORCE or SB3's PPO, A2C or DQN"
+        )
     return inner
 
 
@@ -105,7 +112,12 @@ def play_batch(
         return True
 
     started = time.perf_counter()
-    played = play(algo.policy.net, task, examples, sampler.generator, on_step, group_size=group_size)
+    if isinstance(task, MultiTurnEnv):  # whole conversations, each turn paid on its last token
+        played = play_turns(
+            algo.policy.net, task, examples, sampler.generator, group_size=group_size, on_step=on_step
+        )
+    else:
+        played = play(algo.policy.net, task, examples, sampler.generator, on_step, group_size=group_size)
     if played is None:
         return None
     episodes, rewards, infos = played

@@ -17,7 +17,7 @@ import gymnasium as gym
 
 import textgym
 from textgym.agents.runs.config import FLAT_HYPERPARAMS, TrainConfig
-from textgym.agents.runs.hyperparams import hyperparams
+from textgym.agents.runs.hyperparams import hyperparams, supports
 from textgym.atomic import check_writable
 from textgym.models import DEFAULT_MODEL, TINY_MODEL
 from textgym.models.precision import resolve_device, resolve_precision
@@ -119,12 +119,14 @@ class LeaderboardConfig:
         """Raise ValueError naming the first bad setting, before any run starts or any file is
         written (a bad value found by the third run would leave two records and a traceback).
         The budgets, the evaluation size and the model are checked by the training runs' own
-        :meth:`TrainConfig.validate`, for each env and trained agent (untrained agents alone:
-        as if ``textppo`` ran, since their evaluations load the same model)."""
+        :meth:`TrainConfig.validate`, for each env and trained agent that trains on it (untrained
+        agents alone: as if ``textppo``, or ``ppo`` on a multi-turn env, ran, since their
+        evaluations load the same model)."""
         config = self.resolved()
         envs, agents, seeds = config.env_ids(), config.agent_names(), config.seed_list()
         for env in envs:
-            for agent in [a for a in agents if a in TRAINED] or ["textppo"]:
+            runnable = [a for a in agents if a in TRAINED and supports(TRAINED[a], env)]
+            for agent in runnable or ["textppo" if supports("textppo", env) else "ppo"]:
                 config.train_config(env, agent, seeds[0]).validate()
         if self.ray:
             ray_module()  # ImportError naming the extra, before any run

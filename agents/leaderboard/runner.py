@@ -49,6 +49,7 @@ from textgym.agents.leaderboard.store import (
 )
 from textgym.agents.runs.checkpoints import LOCK, RunBusyError, RunLock
 from textgym.agents.runs.evaluation import evaluate
+from textgym.agents.runs.hyperparams import supports
 from textgym.agents.runs.provenance import git_commit, machine, versions
 from textgym.agents.runs.training import train
 from textgym.models.precision import resolve_device
@@ -237,8 +238,17 @@ def run_leaderboard(
             console.print(skipped_lines(records_path, skipped))
         done = {record["key"] for record in records}
         specs = [
-            RunSpec(e, a, s) for e in envs for a in agents for s in (seeds[:1] if a == "greedy" else seeds)
+            RunSpec(e, a, s)
+            for e in envs
+            for a in agents
+            if a not in TRAINED or supports(TRAINED[a], e)
+            for s in (seeds[:1] if a == "greedy" else seeds)
         ]
+        unsupported = [
+            f"{a} on {e}" for e in envs for a in agents if a in TRAINED and not supports(TRAINED[a], e)
+        ]
+        if unsupported:
+            console.print(f"skipped (single-turn agents on multi-turn envs): {', '.join(unsupported)}")
         todo = [spec for spec in specs if not spec.keys(config) & done]
         console.print(
             f"leaderboard: {len(specs)} runs ({len(envs)} envs x {len(agents)} agents x seeds {seeds}), "

@@ -18,6 +18,7 @@ from textgym.agents.runs.checkpoints import CheckpointError
 from textgym.agents.runs.hyperparams import (
     ALGOS,
     PROFILES,
+    check_supported,
     hyperparams,
     params,
     scalar_value,
@@ -80,6 +81,7 @@ class TrainConfig:
             raise ValueError(f"unknown env {self.env!r}: expected one of {list(textgym.ENVS)}")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}: expected one of {list(ALGOS)}")
+        check_supported(self.algo, self.env)
         check_seed(self.seed, "seed")
         for name in ("budget_tokens", "eval_prompts", "eval_every_prompts"):
             value = getattr(self, name)

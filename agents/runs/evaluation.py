@@ -18,11 +18,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 import textgym
 from textgym.agents.common.network import LMActorCritic
 from textgym.agents.common.policies import LMActorCriticPolicy
-from textgym.agents.common.rollout import play, token_log_probs
+from textgym.agents.common.rollout import play, play_turns, token_log_probs
 from textgym.agents.runs.checkpoints import is_run_dir, load_agent
 from textgym.agents.runs.config import SEEDS
 from textgym.datasets import example_columns
 from textgym.envs.base import TextGenEnv
+from textgym.envs.multiturn import MultiTurnEnv
 from textgym.models import logits_width
 from textgym.rewards.lexical import distinct_n, repetition_rate
 from textgym.rewards.metrics import compute_metrics
@@ -186,20 +187,28 @@ def evaluate(
             for first in range(0, len(indices), batch_size):
                 chunk = indices[first : first + batch_size]
                 examples = [env.examples[i] for i in chunk]
-                batch, rewards, infos = play(net, env, examples, generator, greedy=greedy)
+                if isinstance(env, MultiTurnEnv):  # whole conversations; the game scores itself
+                    batch, rewards, infos = play_turns(net, env, examples, generator, greedy=greedy)
+                else:
+                    batch, rewards, infos = play(net, env, examples, generator, greedy=greedy)
                 raw_lp, kl_lp = _reference_terms(net, batch, minibatch=8)
                 mask = batch.response_mask.float()
                 tokens = mask.sum(-1).clamp(min=1)
                 nll = (-(raw_lp * mask).sum(-1) / tokens).tolist()
                 kl = ((batch.kl_log_probs - kl_lp) * mask).sum(-1).tolist()
                 texts = [info["text"] for info in infos]
-                metric_values = compute_metrics(
-                    env.defaults.metrics,
-                    [e.prompt for e in examples],
-                    texts,
-                    [list(e.references) for e in examples],
-                    example_columns(examples),
-                )
+                if isinstance(env, MultiTurnEnv):
+                    metric_values = {
+                        name: [info["metrics"][name] for info in infos] for name in env.defaults.metrics
+                    }
+                else:
+                    metric_values = compute_metrics(
+                        env.defaults.metrics,
+                        [e.prompt for e in examples],
+                        texts,
+                        [list(e.references) for e in examples],
+                        example_columns(examples),
+                    )
                 for j, (index, example, info) in enumerate(zip(chunk, examples, infos)):
                     rows.append({
                         "seed": seed, "index": index, "example_id": example.id, "prompt": example.prompt,
@@ -209,6 +218,7 @@ def evaluate(
                         "tokens": int(batch.lengths[j]), "nll": nll[j],
                         "kl": float("nan") if greedy else kl[j],
                         "repetition": repetition_rate(texts[j]),
+                        **({"conversation": info["turns"]} if isinstance(env, MultiTurnEnv) else {}),
                     })  # fmt: skip
     finally:
         net.train(was_training)

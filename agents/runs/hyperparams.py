@@ -37,6 +37,8 @@ from textgym.agents.common.policies import PASSED_THROUGH, LMActorCriticPolicy
 from textgym.agents.dqn.policy import Q_KEYS, LMQPolicy
 from textgym.agents.softq import SoftQ
 from textgym.agents.textppo import GRPO, REINFORCE, RLOO, TextPPO
+from textgym.envs import ENVS
+from textgym.envs.multiturn import MultiTurnEnv
 
 FOLDER = Path(__file__).parents[1] / "hyperparams"  # agents/hyperparams/<algo>.yml
 # The registry's algorithms: name -> class (``textgym train --algo NAME``, hyperparams/NAME.yml).
@@ -75,6 +77,25 @@ class Param:
         """``"a bool"``, ``"an int or none"``, ``"a finite float"``: for error messages."""
         text = ("finite " if self.kind is float else "") + self.describe()
         return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+SINGLE_TURN_ONLY = ("softq",)  # replays whole single-turn texts
+
+
+def supports(algo: str, env_id: str) -> bool:
+    """Whether ``algo`` trains on ``env_id``: every algorithm on a single-turn env; on a
+    multi-turn env all but SoftQ, whose replay holds single-turn texts."""
+    env_class = ENVS.get(env_id)
+    return algo not in SINGLE_TURN_ONLY or env_class is None or not issubclass(env_class, MultiTurnEnv)
+
+
+def check_supported(algo: str, env_id: str) -> None:
+    """ValueError naming what trains on ``env_id`` when ``algo`` does not."""
+    if not supports(algo, env_id):
+        raise ValueError(
+            f"{algo} replays single-turn texts and {env_id} is multi-turn: train it with one of "
+            f"{[a for a in ALGOS if supports(a, env_id)]}"
+        )
 
 
 POLICY_KWARGS = Param("policy_kwargs", dict, {}, help="LMActorCriticPolicy's arguments; the model is --model")
@@ -211,6 +232,7 @@ def hyperparams(
         raise ValueError(f"unknown hyperparameter profile {profile!r}: expected one of {list(PROFILES)}")
     entries = registry(algo)
     if env_id not in entries:
+        check_supported(algo, env_id)  # a multi-turn env names the algorithms that train on it
         known = [e for e in entries if e not in BLOCKS]
         raise ValueError(
             f"no {algo} hyperparameters for {env_id!r} in {FOLDER / f'{algo}.yml'}: it has {known}"

@@ -236,8 +236,9 @@ class SoftQ(OffPolicyAlgorithm):
         )  # fmt: skip
         if not issubclass(self.policy_class, LMActorCriticPolicy):
             raise TypeError(f"SoftQ needs an LMActorCriticPolicy, got {self.policy_class.__name__}")
-        if self.env is not None and "model" not in self.policy_kwargs:
-            self.policy_kwargs["model"] = text_env(self.env, "SoftQ").model_name
+        if self.env is not None:
+            task = text_env(self.env, "SoftQ", multi_turn=False)
+            self.policy_kwargs.setdefault("model", task.model_name)
         self.sampler = TextSampler(self.device, seed)  # tokens, replay draws and prompts
         self.last_rollout: dict[str, Any] = {}
         self.last_update: dict[str, Any] = {}

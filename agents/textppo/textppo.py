@@ -196,9 +196,10 @@ class TextPPO(OnPolicyAlgorithm):
         )  # fmt: skip
         if not issubclass(self.policy_class, LMActorCriticPolicy):
             raise TypeError(f"TextPPO needs an LMActorCriticPolicy, got {self.policy_class.__name__}")
-        if self.env is not None and "model" not in self.policy_kwargs:
+        if self.env is not None:
+            task = text_env(self.env, type(self).__name__)  # a textgym env, or one clear error
             # Saved with the agent, so that load() rebuilds the same model without the env.
-            self.policy_kwargs["model"] = text_env(self.env, type(self).__name__).model_name
+            self.policy_kwargs.setdefault("model", task.model_name)
         self.reward_stats = RunningMeanStd(shape=())  # of task rewards, for "running" normalization
         # Tokens, minibatch orders and which prompts each batch gets. SB3's save does not keep it
         # (see get_sampler_state); set_random_seed reseeds it.

@@ -73,8 +73,8 @@ def catalogue() -> str:
     for env_id, cls in ENVS.items():
         task = cls.defaults
         lines.append(
-            f"| [{env_id}]({env_id}.md) | {task.description} | `{task.dataset}` | `{task.reward}` "
-            f"| {task.max_prompt_tokens} / {task.max_new_tokens} |"
+            f"| [{env_id}]({env_id}.md) | {task.description} | `{task.dataset}` | `{task.reward_label}` "
+            f"| {task.tokens_label} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from textgym.datasets.base import SPLITS, Example, check_split, example_columns,
 from textgym.datasets.chitchat import dialogue_examples, opening_examples
 from textgym.datasets.concepts import concept_examples
 from textgym.datasets.files import SUFFIXES, file_examples
+from textgym.datasets.games import number_examples
 from textgym.datasets.hub import PREFIX as HUB_PREFIX
 from textgym.datasets.hub import hub_examples
 from textgym.datasets.reasoning import reasoning_examples
@@ -32,6 +33,10 @@ DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
         "English UI strings -> French/German human translations (JupyterLab language packs)",
     ),
     "reasoning-gym": (reasoning_examples, "verifiable problems of any reasoning-gym dataset (seeded pools)"),
+    "guess-number": (
+        number_examples,
+        "secret numbers of a guessing game, uniform on 1..high (seeded per split)",
+    ),
 }
 
 

@@ -11,6 +11,8 @@ from gymnasium.envs.registration import register, registry
 from textgym.envs.base import TaskDefaults, TextGenEnv
 from textgym.envs.concepts import ConceptsEnv
 from textgym.envs.dialogue import DialogueEnv, DialogueV1Env
+from textgym.envs.guess_number import GuessNumberEnv
+from textgym.envs.multiturn import Conversation, FunctionPartner, HumanPartner, MultiTurnEnv, Partner
 from textgym.envs.reasoning import ReasoningEnv
 from textgym.envs.sentiment import SentimentEnv
 from textgym.envs.summarization import SummarizationEnv
@@ -25,6 +27,7 @@ ENVS: dict[str, type[TextGenEnv]] = {
     "TextGen-Translation-v0": TranslationEnv,
     "TextGen-Concepts-v0": ConceptsEnv,
     "TextGen-Reasoning-v0": ReasoningEnv,
+    "TextGen-GuessNumber-v0": GuessNumberEnv,
 }
 
 for _env_id, _cls in ENVS.items():
@@ -34,8 +37,14 @@ for _env_id, _cls in ENVS.items():
 __all__ = [
     "ENVS",
     "ConceptsEnv",
+    "Conversation",
     "DialogueEnv",
     "DialogueV1Env",
+    "FunctionPartner",
+    "GuessNumberEnv",
+    "HumanPartner",
+    "MultiTurnEnv",
+    "Partner",
     "ReasoningEnv",
     "SentimentEnv",
     "SummarizationEnv",

@@ -39,13 +39,26 @@ class TaskDefaults:
 
     description: str
     dataset: str
-    reward: str
+    reward: str | None  # None: the task scores its episodes itself (textgym.envs.multiturn)
     max_prompt_tokens: int
     max_new_tokens: int
     chat_template: bool
     system_prompt: str | None = None
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()  # the task's standard metrics (textgym.rewards.metrics)
+    max_turns: int = 1  # agent turns per episode (multi-turn tasks: textgym.envs.multiturn)
+    max_partner_tokens: int = 32  # tokens one partner message adds to the observation (multi-turn)
+
+    @property
+    def reward_label(self) -> str:
+        """The reward's name for catalogues (``textgym envs``, the docs)."""
+        return self.reward if self.reward is not None else "the game's own, per turn"
+
+    @property
+    def tokens_label(self) -> str:
+        """``prompt / new`` token budgets (``96 / 6 x 16``: six turns of 16 new tokens each)."""
+        turns = f"{self.max_turns} x " if self.max_turns > 1 else ""
+        return f"{self.max_prompt_tokens} / {turns}{self.max_new_tokens}"
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -122,15 +135,17 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         if dataset_kwargs is not None:
             options.update(self._check_dataset_kwargs(self.dataset_name, dataset_kwargs))
         self.examples: tuple[Example, ...] = load_dataset(self.dataset_name, split, **options)
-        self.reward_fn: RewardFunction = make_reward(task.reward if reward is None else reward)
+        # None for a task that scores its own episodes (a multi-turn game).
+        chosen = task.reward if reward is None else reward
+        self.reward_fn: RewardFunction | None = None if chosen is None else make_reward(chosen)
 
         self.tokenizer = load_tokenizer(model)
+        self.max_length = self.observation_length()  # L
         positions = context_length(model)
-        if positions is not None and self.max_prompt_tokens + self.max_new_tokens > positions:
+        if positions is not None and self.max_length > positions:
             raise ValueError(
-                f"max_prompt_tokens + max_new_tokens = {self.max_prompt_tokens} + {self.max_new_tokens} "
-                f"exceeds the {positions} positions model {model!r} attends to: lower max_new_tokens "
-                "or max_prompt_tokens"
+                f"{self.length_formula()} exceeds the {positions} positions model {model!r} attends to: "
+                "lower max_new_tokens or max_prompt_tokens"
             )
         self.vocab_size = logits_width(model)  # V; may exceed len(tokenizer)
         if self.vocab_size < len(self.tokenizer):
@@ -143,7 +158,6 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         # Falls back to the plain-text prompt for tokenizers without a chat template.
         self.uses_chat_template = want_chat and self.tokenizer.chat_template is not None
 
-        self.max_length = self.max_prompt_tokens + self.max_new_tokens  # L
         self.action_space = spaces.Discrete(self.vocab_size)
         self.observation_space = spaces.Dict(
             {
@@ -156,6 +170,14 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self._prompt_ids: list[int] = []
         self._generated: list[int] = []
         self._done = False
+
+    def observation_length(self) -> int:
+        """L, the length of every observation: the prompt's budget plus the generation budget."""
+        return self.max_prompt_tokens + self.max_new_tokens
+
+    def length_formula(self) -> str:
+        """How :meth:`observation_length` is made, for errors."""
+        return f"max_prompt_tokens + max_new_tokens = {self.max_prompt_tokens} + {self.max_new_tokens}"
 
     @staticmethod
     def _check_dataset_kwargs(dataset: str, dataset_kwargs: Any) -> Mapping[str, Any]:

@@ -111,13 +111,15 @@ def shared_prompt_states(
 
 
 class IncrementalForward:
-    """Last-position hidden states for a batch of token rows that grow one token per call.
+    """Last-position hidden states for a batch of token rows that grow from call to call.
 
-    When every row extends the previous call's row by exactly one token, only the new tokens
-    run, against the stored KV cache; when every row is unchanged the stored states are returned;
-    anything else (a reset, another batch) runs the whole context. A call with a different
-    number of rows is answered without touching the stored cache, so an odd one-row query (a
-    terminal observation) does not throw away the batch's cache.
+    When every row extends the previous call's row (by one token, as an env step appends, or by
+    several, as a multi-turn env appends its partner's reply), only the new tokens run, in one
+    pass against the stored KV cache; when every row is unchanged the stored states are
+    returned; rows that do not extend theirs (a reset, a new episode) run their whole context,
+    and their cache is merged with the others'. A call with a different number of rows is
+    answered without touching the stored cache, so an odd one-row query (a terminal
+    observation) does not throw away the batch's cache.
     """
 
     def __init__(self, backbone: nn.Module, pad_id: int):
@@ -148,14 +150,29 @@ class IncrementalForward:
         if all(np.array_equal(r, p) for r, p in zip(rows, previous)):
             self.hits += 1
             return self._last
-        extends = [len(r) == len(p) + 1 and np.array_equal(r[:-1], p) for r, p in zip(rows, previous)]
+        extends = [len(r) > len(p) and np.array_equal(r[: len(p)], p) for r, p in zip(rows, previous)]
         if all(extends):
-            new = torch.as_tensor(np.stack([row[-1:] for row in rows]), device=self.device)  # (B, 1)
+            new, new_mask = self._appended(rows, previous, extends)
             self.hits += 1
-            return self.extend(new, rows=rows)
+            return self.extend(new, new_mask, rows=rows)
         if not any(extends):
             return self._full(rows, store=True)
         return self._partial(rows, extends)
+
+    def _appended(
+        self, rows: list[np.ndarray], previous: list[np.ndarray], extends: list[bool]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K) the tokens each extending row added, right-aligned (padding first, mask 0),
+        K the most any row added; rows that do not extend theirs add padding only."""
+        added = [row[len(old) :] if grows else row[:0] for row, old, grows in zip(rows, previous, extends)]
+        width = max(len(tokens) for tokens in added)
+        new = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, tokens in enumerate(added):
+            if len(tokens):
+                new[i, width - len(tokens) :] = torch.as_tensor(tokens)
+                new_mask[i, width - len(tokens) :] = 1
+        return new.to(self.device), new_mask.to(self.device)
 
     @torch.no_grad()
     def start(self, ids: torch.Tensor, mask: torch.Tensor, repeats: int = 1) -> torch.Tensor:
@@ -174,14 +191,17 @@ class IncrementalForward:
     def extend(
         self, new: torch.Tensor, new_mask: torch.Tensor | None = None, rows: list[np.ndarray] | None = None
     ) -> torch.Tensor:
-        """Append one token per row, (B, 1), to the cached contexts; returns (B, H).
+        """Append (B, K) tokens to the cached contexts in one pass; returns (B, H), each row's
+        state at the last column.
 
-        ``new_mask`` (B, 1) marks appended tokens that are padding (0), e.g. for rows that
-        already finished."""
+        ``new_mask`` (B, K) marks appended tokens that are padding (0): rows that already
+        finished, or, when rows add different numbers of tokens, the columns before a row's
+        own (right-aligned, so that every row's last column is its last token)."""
         if self._past is None:
             raise RuntimeError("extend() needs a context: call start() first")
         new_mask = torch.ones_like(new) if new_mask is None else new_mask.to(new.dtype)
-        positions = self._mask.sum(-1, keepdim=True)  # (B, 1): real tokens so far
+        # Each new token's position: the real tokens before it (padding takes the next one's).
+        positions = self._mask.sum(-1, keepdim=True) + (new_mask.cumsum(-1) - 1).clamp(min=0)  # (B, K)
         self._mask = torch.cat([self._mask, new_mask], dim=1)
         out = self.backbone(
             input_ids=new,
@@ -207,12 +227,12 @@ class IncrementalForward:
 
     @torch.no_grad()
     def _partial(self, rows: list[np.ndarray], extends: list[bool]) -> torch.Tensor:
-        """Some rows extend their cached context by one token, the others (new episodes in a
-        vectorised env) start over: step the former, run the latter's contexts, and merge
-        both caches row by row (left-padded to one width)."""
+        """Some rows extend their cached context, the others (new episodes in a vectorised env)
+        start over: extend the former, run the latter's contexts, and merge both caches row by
+        row (left-padded to one width)."""
         keep = torch.tensor(extends, device=self.device)  # (B,)
-        new = torch.as_tensor(np.stack([row[-1:] for row in rows]), device=self.device)  # (B, 1)
-        stepped = self.extend(new, keep[:, None].long())  # restarting rows append masked padding
+        new, new_mask = self._appended(rows, self._rows, extends)
+        stepped = self.extend(new, new_mask)  # restarting rows append masked padding
         restarting = [row for row, extended in zip(rows, extends) if not extended]
         fresh_ids, fresh_mask = left_pad(restarting, self.pad_id, self.device)
         fresh = hidden_states(self.backbone, fresh_ids, fresh_mask, use_cache=True)

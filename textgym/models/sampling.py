@@ -109,11 +109,14 @@ class LMSampler:
 def run_episode(
     env: Any, sampler: LMSampler, *, seed: int | None = None, index: int | None = None
 ) -> dict[str, Any]:
-    """Play one episode of ``env`` with ``sampler``; returns the final ``info`` plus the reward
-    and the number of generated tokens."""
+    """Play one episode of ``env`` with ``sampler``; returns the final ``info`` plus the
+    episode's reward (the sum over its steps: a multi-turn env pays each turn as it ends) and the
+    number of tokens the sampler chose."""
     options = None if index is None else {"index": index}
     observation, _ = env.reset(seed=seed, options=options)
+    total, steps = 0.0, 0
     while True:
         observation, reward, terminated, truncated, info = env.step(sampler.act(observation))
+        total, steps = total + float(reward), steps + 1
         if terminated or truncated:
-            return {**info, "reward": float(reward), "terminated": terminated}
+            return {**info, "reward": total, "tokens_generated": steps, "terminated": terminated}
