@@ -48,6 +48,7 @@ def test_registry_holds_every_task():
         "TextGen-Reasoning-v0",
         "TextGen-Sentiment-v0",
         "TextGen-Summarization-v0",
+        "TextGen-TargetChat-v0",
         "TextGen-Translation-v0",
     ]
     for env_id in ENV_IDS:

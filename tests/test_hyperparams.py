@@ -98,6 +98,13 @@ PER_ENV = {
     ("grpo", "TextGen-GuessNumber-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
     ("rloo", "TextGen-GuessNumber-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
     ("textppo", "TextGen-GuessNumber-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
+    # TargetChat (multi-turn; no SoftQ), hand-set: 4 turns of up to 24 tokens.
+    ("ppo", "TextGen-TargetChat-v0"): dict(n_steps=96, batch_size=256),
+    ("a2c", "TextGen-TargetChat-v0"): dict(n_steps=96),
+    ("dqn", "TextGen-TargetChat-v0"): dict(train_freq=96),
+    ("grpo", "TextGen-TargetChat-v0"): dict(learning_rate=3.5e-5, batch_episodes=32, kl_coef=0.05),
+    ("rloo", "TextGen-TargetChat-v0"): dict(learning_rate=2e-5, kl_coef=0.05),
+    ("textppo", "TextGen-TargetChat-v0"): dict(learning_rate=3.5e-5, batch_episodes=32),
 }
 LORA = {"textppo": dict(learning_rate=2e-4)}  # with --lora, over an env's values (textppo.yml says why)
 QUICK = {  # the quick leaderboard's (and the tests') smaller batches

@@ -16,7 +16,7 @@ from textgym.datasets.base import SPLITS, Example, check_split, example_columns,
 from textgym.datasets.chitchat import dialogue_examples, opening_examples
 from textgym.datasets.concepts import concept_examples
 from textgym.datasets.files import SUFFIXES, file_examples
-from textgym.datasets.games import number_examples
+from textgym.datasets.games import number_examples, target_examples
 from textgym.datasets.hub import PREFIX as HUB_PREFIX
 from textgym.datasets.hub import hub_examples
 from textgym.datasets.reasoning import reasoning_examples
@@ -36,6 +36,10 @@ DATASETS: dict[str, tuple[Callable[..., tuple[Example, ...]], str]] = {
     "guess-number": (
         number_examples,
         "secret numbers of a guessing game, uniform on 1..high (seeded per split)",
+    ),
+    "chitchat-targets": (
+        target_examples,
+        "real chat contexts (chitchat-dataset), each with a target word for the partner to say",
     ),
 }
 

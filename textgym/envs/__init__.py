@@ -13,9 +13,11 @@ from textgym.envs.concepts import ConceptsEnv
 from textgym.envs.dialogue import DialogueEnv, DialogueV1Env
 from textgym.envs.guess_number import GuessNumberEnv
 from textgym.envs.multiturn import Conversation, FunctionPartner, HumanPartner, MultiTurnEnv, Partner
+from textgym.envs.partners import LMPartner
 from textgym.envs.reasoning import ReasoningEnv
 from textgym.envs.sentiment import SentimentEnv
 from textgym.envs.summarization import SummarizationEnv
+from textgym.envs.target_chat import TargetChatEnv
 from textgym.envs.translation import TranslationEnv
 
 # id -> entry point; the catalogue ``textgym envs`` prints.
@@ -28,6 +30,7 @@ ENVS: dict[str, type[TextGenEnv]] = {
     "TextGen-Concepts-v0": ConceptsEnv,
     "TextGen-Reasoning-v0": ReasoningEnv,
     "TextGen-GuessNumber-v0": GuessNumberEnv,
+    "TextGen-TargetChat-v0": TargetChatEnv,
 }
 
 for _env_id, _cls in ENVS.items():
@@ -43,11 +46,13 @@ __all__ = [
     "FunctionPartner",
     "GuessNumberEnv",
     "HumanPartner",
+    "LMPartner",
     "MultiTurnEnv",
     "Partner",
     "ReasoningEnv",
     "SentimentEnv",
     "SummarizationEnv",
+    "TargetChatEnv",
     "TaskDefaults",
     "TextGenEnv",
     "TranslationEnv",

@@ -201,7 +201,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     def encode_prompt(self, example: Example) -> tuple[list[int], int]:
         """Prompt token ids (left-truncated to ``max_prompt_tokens``) and how many were dropped."""
         if self.uses_chat_template and example.turns is not None:
-            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            system = self.system_message(example)
+            messages = [{"role": "system", "content": system}] if system else []
             messages += [{"role": role, "content": text} for role, text in example.turns]
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -209,6 +210,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             ids = self.tokenizer(example.prompt)["input_ids"]
         dropped = max(0, len(ids) - self.max_prompt_tokens)
         return list(ids[dropped:]), dropped
+
+    def system_message(self, example: Example) -> str | None:
+        """The system prompt of ``example``'s chat: the env's, the same for every example."""
+        return self.system_prompt
 
     def _observation(self) -> dict[str, np.ndarray]:
         tokens = self._prompt_ids + self._generated
