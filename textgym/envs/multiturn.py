@@ -102,9 +102,10 @@ class MultiTurnEnv(TextGenEnv):
 
     Subclasses set :attr:`defaults` (``max_turns`` and ``max_partner_tokens`` among them) and
     implement :meth:`score_turns` (the reward of finished turns), :meth:`default_partner` and
-    :meth:`episode_metrics`.
+    :meth:`episode_metrics`. The arguments below come besides
+    :class:`~textgym.envs.base.TextGenEnv`'s.
 
-    Arguments (besides :class:`~textgym.envs.base.TextGenEnv`'s):
+    Arguments:
         max_turns: the agent's turns per episode (the task may end it sooner).
         partner: a :class:`Partner` (``None``: the task's own).
         max_partner_tokens: the most tokens one partner message adds to the observation, its
