@@ -200,8 +200,18 @@ def test_stale_staging_folders_are_cleaned(monkeypatch, tmp_path):
     assert not old.exists() and fresh.exists()  # another process may still be writing "fresh"
 
 
+def assert_states_of_full_passes(forward, backbone, rows) -> None:
+    """``forward``'s last-position states of ``rows`` equal a full pass over them."""
+    from textgym.models.incremental import hidden_states, left_pad
+
+    ids, mask = left_pad(rows, 0)
+    with torch.no_grad():
+        expected = hidden_states(backbone, ids, mask).last_hidden_state[:, -1]
+    torch.testing.assert_close(forward([np.array(r) for r in rows]), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_incremental_forward_matches_full_passes_through_resets():
-    from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+    from textgym.models.incremental import IncrementalForward
 
     model = load_model("tiny")
     backbone = model.get_decoder()
@@ -210,10 +220,7 @@ def test_incremental_forward_matches_full_passes_through_resets():
     rows = [list(rng.integers(5, 500, size=n)) for n in (3, 7, 5)]
 
     def check():
-        ids, mask = left_pad(rows, 0)
-        with torch.no_grad():
-            expected = hidden_states(backbone, ids, mask).last_hidden_state[:, -1]
-        torch.testing.assert_close(forward([np.array(r) for r in rows]), expected, rtol=1e-4, atol=1e-5)
+        assert_states_of_full_passes(forward, backbone, rows)
 
     check()  # a full pass
     for step in range(6):
@@ -229,7 +236,7 @@ def test_incremental_forward_matches_full_passes_through_resets():
 def test_incremental_forward_extends_rows_by_several_tokens_in_one_pass():
     """A multi-turn env's observation grows by a partner's whole reply: rows that add different
     numbers of tokens run in one pass against the cache, with the same states as full passes."""
-    from textgym.models.incremental import IncrementalForward, hidden_states, left_pad
+    from textgym.models.incremental import IncrementalForward
 
     backbone = load_model("tiny").get_decoder()
     forward = IncrementalForward(backbone, pad_id=0)
@@ -237,10 +244,7 @@ def test_incremental_forward_extends_rows_by_several_tokens_in_one_pass():
     rows = [list(rng.integers(5, 500, size=n)) for n in (4, 9, 2)]
 
     def check():
-        ids, mask = left_pad(rows, 0)
-        with torch.no_grad():
-            expected = hidden_states(backbone, ids, mask).last_hidden_state[:, -1]
-        torch.testing.assert_close(forward([np.array(r) for r in rows]), expected, rtol=1e-4, atol=1e-5)
+        assert_states_of_full_passes(forward, backbone, rows)
 
     check()
     for added in ((1, 4, 7), (3, 1, 1), (12, 2, 5)):

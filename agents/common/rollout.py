@@ -260,13 +260,7 @@ def play_turns(
                     appended[i] = ([int(token[i])] if active[i] else []) + list(result.appended)
             if not open_rows.any():
                 break
-            width = max(len(tokens) for tokens in appended)
-            new = torch.full((batch, width), net.pad_id, dtype=torch.long, device=device)
-            new_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
-            for i, tokens in enumerate(appended):
-                if tokens:
-                    new[i, width - len(tokens) :] = torch.tensor(tokens, device=device)
-                    new_mask[i, width - len(tokens) :] = 1
+            new, new_mask = left_pad(appended, net.pad_id, device)  # each row's tokens right-aligned
             hidden = actor.extend(new, new_mask)
             critic_hidden = hidden if critic is None else critic.extend(new, new_mask)
 

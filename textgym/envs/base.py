@@ -273,8 +273,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             )
         return int(action)
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Append the token; EOS (or an invalid id) terminates, the budget truncates."""
+    def _append(self, action: Any) -> int:
+        """The checked token id of ``action``, appended to the episode's tokens; one error for a
+        step before ``reset()`` or after the episode ended."""
         if self._example is None:
             raise RuntimeError("step() called before reset(): call env.reset() first")
         if self._done:
@@ -283,6 +284,11 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             )
         token = self._check_action(action)
         self._generated.append(token)
+        return token
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Append the token; EOS (or an invalid id) terminates, the budget truncates."""
+        token = self._append(action)
         invalid = not self._valid_actions[token]
         terminated = invalid or token in self.eos_token_ids
         truncated = not terminated and len(self._generated) >= self.max_new_tokens

@@ -124,10 +124,6 @@ class GuessNumberEnv(MultiTurnEnv):
     )
 
     def __init__(self, high: int | None = None, **kwargs: Any):
-        if kwargs.get("reward") is not None:
-            raise TypeError(
-                "TextGen-GuessNumber scores its turns by the game's rules: reward= is not accepted"
-            )
         options = kwargs.get("dataset_kwargs")
         if high is not None:
             if options is not None and not isinstance(options, dict):

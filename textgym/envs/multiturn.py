@@ -123,6 +123,10 @@ class MultiTurnEnv(TextGenEnv):
         **kwargs: Any,
     ):
         task = self.defaults
+        if task.reward is None and kwargs.get("reward") is not None:
+            raise TypeError(
+                f"{type(self).__name__} scores its own turns (score_turns): reward= is not accepted"
+            )
         self.max_turns = _positive_int("max_turns", task.max_turns if max_turns is None else max_turns)
         self.max_partner_tokens = _positive_int(
             "max_partner_tokens",
@@ -323,14 +327,7 @@ class MultiTurnEnv(TextGenEnv):
         """Append the token. An end-of-turn token or the turn's budget ends the turn: the partner
         replies, the turn is rewarded, and the reply's tokens join the observation. The episode
         terminates when the task ends (or on an invalid id) and is truncated after ``max_turns``."""
-        if self._example is None:
-            raise RuntimeError("step() called before reset(): call env.reset() first")
-        if self._done:
-            raise RuntimeError(
-                "step() called after the episode ended (terminated or truncated): call env.reset()"
-            )
-        token = self._check_action(action)
-        self._generated.append(token)
+        token = self._append(action)
         self._turn.append(token)
         conversation = self._conversation
         info: dict[str, Any] = {"turn": conversation.turn, "tokens_generated": len(self._turn)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -99,11 +98,6 @@ class TargetChatEnv(MultiTurnEnv):
         max_turns=4,
         max_partner_tokens=40,
     )
-
-    def __init__(self, **kwargs: Any):
-        if kwargs.get("reward") is not None:
-            raise TypeError("TextGen-TargetChat scores its turns itself: reward= is not accepted")
-        super().__init__(**kwargs)
 
     def default_partner(self) -> Partner:
         return LMPartner(self.model_name)

@@ -165,14 +165,7 @@ class IncrementalForward:
         """(B, K) the tokens each extending row added, right-aligned (padding first, mask 0),
         K the most any row added; rows that do not extend theirs add padding only."""
         added = [row[len(old) :] if grows else row[:0] for row, old, grows in zip(rows, previous, extends)]
-        width = max(len(tokens) for tokens in added)
-        new = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        new_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, tokens in enumerate(added):
-            if len(tokens):
-                new[i, width - len(tokens) :] = torch.as_tensor(tokens)
-                new_mask[i, width - len(tokens) :] = 1
-        return new.to(self.device), new_mask.to(self.device)
+        return left_pad(added, self.pad_id, self.device)  # left padding = right-aligned tokens
 
     @torch.no_grad()
     def start(self, ids: torch.Tensor, mask: torch.Tensor, repeats: int = 1) -> torch.Tensor:
