@@ -139,8 +139,9 @@ def test_stock_agents_multi_turn_envs_ask_their_partners_in_one_batch():
             kinds.append(type(venv))
         return kinds
 
-    assert VecPartnerBatcher in wrappers(training_env(tiny_config("ppo", env="TextGen-GuessNumber-v0").validate()))
-    assert VecPartnerBatcher not in wrappers(training_env(tiny_config("ppo").validate()))  # single-turn: as before
+    game = tiny_config("ppo", env="TextGen-GuessNumber-v0").validate()
+    assert VecPartnerBatcher in wrappers(training_env(game))
+    assert VecPartnerBatcher not in wrappers(training_env(tiny_config("ppo").validate()))  # single-turn
 
 
 def test_softq_on_a_multi_turn_env_is_one_error_before_anything_is_written(tmp_path):
