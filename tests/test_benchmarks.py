@@ -504,6 +504,17 @@ def test_multiturn_benchmark_times_the_cached_and_the_reencoded_rollout(tmp_path
     assert record["single_turn"]["tokens"] == 2 * record["single_turn_length"]  # no end token: full length
 
 
+def test_partner_batching_benchmark_gets_the_same_replies_in_fewer_calls(tmp_path, monkeypatch):
+    argv = ["--model", "tiny", "--envs", "3", "--steps", "30", "--repeats", "1", "--out", str(tmp_path)]
+    run_script(monkeypatch, "partner_batching", argv)
+    [path] = tmp_path.glob("partner_batching-*.json")
+    record = json.loads(path.read_text())
+    alone, batched = record["alone"], record["batched"]
+    assert alone["replies"] == batched["replies"] > 0 and alone["calls"] == alone["replies"]
+    assert batched["calls"] < batched["replies"]  # some steps ended several envs' turns
+    assert 0 < batched["partner_share"] < 1 and len(record["runs"]["batched"]) == 1
+
+
 def test_precision_benchmark_compares_precisions_and_lora_in_one_run(tmp_path, monkeypatch):
     small = ["--model", "tiny", "--batch", "2", "--minibatch", "2", "--new-tokens", "3", "--repeats", "1"]
     run_script(monkeypatch, "precision", [*small, "--device", "cpu", "--out", str(tmp_path)])

@@ -21,6 +21,7 @@ from textgym.agents.runs.evaluation import evaluate
 from textgym.envs import FunctionPartner, HumanPartner, Partner
 from textgym.envs.guess_number import NOT_A_GUESS, TURN_COST, binary_search_turns, read_guess
 from textgym.envs.multiturn import MultiTurnEnv
+from textgym.wrappers import VecPartnerBatcher
 
 GAME = "TextGen-GuessNumber-v0"
 END = 2  # the tiny model's end-of-turn token (<|im_end|>)
@@ -183,6 +184,72 @@ def test_a_partner_that_does_not_answer_with_text_is_named():
     env.reset(seed=0)
     with pytest.raises(TypeError, match="Silent.reply returned a NoneType, not a str"):
         say(env, "5")
+
+
+class Recording(Partner):
+    """Answers with what it read, and records the size of every batch it was asked."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def reply(self, conversations):
+        self.calls.append(len(conversations))
+        return [f"Turn {c.turn}: you said {c.messages[-1][1]!r}." for c in conversations]
+
+
+def test_a_reply_request_is_the_conversation_the_partner_reads_and_a_supplied_reply_is_used():
+    partner = Recording()
+    env = make(partner=partner, max_new_tokens=3)
+    env.reset(seed=0)
+    word = env.tokenizer("7", add_special_tokens=False)["input_ids"][0]
+    assert env.reply_request(word) is None  # the turn goes on
+    assert env.reply_request(10**9) is None and env.reply_request("x") is None  # step names those
+    request = env.reply_request(END)
+    assert request.messages[-1] == ("assistant", "") and request.state is env._conversation.state
+    assert len(env._conversation.messages) == len(request.messages) - 1  # the env's own is untouched
+    env.step(word)
+    env.step(word)
+    assert env.reply_request(word).messages[-1] == ("assistant", "777")  # the budget ends this turn
+    env.supply_reply("Lower.")
+    *_, info = env.step(word)
+    assert info["partner_reply"] == "Lower." and partner.calls == []
+    with pytest.raises(TypeError, match="Recording.reply returned a int, not a str"):
+        env.supply_reply(3)
+    env.supply_reply("Dropped by the reset.")
+    env.reset(seed=1)
+    *_, info = say(env, "5")
+    assert info["partner_reply"] == "Turn 0: you said '5'." and partner.calls == [1]
+
+
+def test_a_vector_envs_partners_reply_in_one_batch_with_the_unbatched_results():
+    def run(batched: bool):
+        partner = Recording()
+        kwargs = {"model": "tiny", "partner": partner, "max_new_tokens": 4, "max_turns": 3}
+        kwargs["render_mode"] = "ansi"
+        venv = make_vec_env(GAME, n_envs=4, seed=0, env_kwargs=kwargs)
+        venv = VecPartnerBatcher(venv) if batched else venv
+        words = np.flatnonzero(venv.env_method("action_masks", indices=[0])[0])[10:60]
+        rng = np.random.default_rng(0)
+        observations, steps = [venv.reset()], []
+        for _ in range(40):
+            actions = np.where(rng.random(4) < 0.4, END, rng.choice(words, 4))
+            observation, rewards, dones, infos = venv.step(actions)
+            observations.append(observation)
+            steps.append((rewards.tolist(), dones.tolist(), [i.get("partner_reply") for i in infos]))
+        return observations, steps, partner.calls
+
+    observations, steps, calls = run(batched=True)
+    alone_observations, alone_steps, alone_calls = run(batched=False)
+    assert steps == alone_steps
+    for a, b in zip(observations, alone_observations):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert sum(calls) == sum(alone_calls) > 0 and set(alone_calls) == {1}
+    assert len(calls) < len(alone_calls) and max(calls) > 1  # several envs' turns in one call
+
+
+def test_the_partner_batcher_needs_envs_in_this_process():
+    with pytest.raises(TypeError, match="needs an SB3 VecEnv, got GuessNumberEnv"):
+        VecPartnerBatcher(make())
 
 
 @pytest.mark.parametrize("group_size", [1, 2])

@@ -90,3 +90,8 @@ def test_lm_partner_answers_a_batch_and_checks_its_arguments():
         LMPartner("tiny", max_new_tokens=0)
     with pytest.raises(TypeError, match="reward= is not accepted"):
         make(reward="dialogue")
+
+
+def test_the_default_partner_is_one_per_process_so_a_vector_env_batches_it():
+    first, second = make(), make()
+    assert first.partner is second.partner and isinstance(first.partner, LMPartner)

@@ -128,6 +128,22 @@ def test_algorithms_train_a_multi_turn_env_and_evaluate_whole_games(tmp_path, al
         assert set(result["summary"][moment]) >= {"reward", "success", "turns", "valid"}
 
 
+def test_stock_agents_multi_turn_envs_ask_their_partners_in_one_batch():
+    from textgym.agents.runs.training import training_env
+    from textgym.wrappers import VecPartnerBatcher
+
+    def wrappers(venv) -> list[type]:
+        kinds = [type(venv)]
+        while hasattr(venv, "venv"):  # an SB3 VecEnvWrapper
+            venv = venv.venv
+            kinds.append(type(venv))
+        return kinds
+
+    game = tiny_config("ppo", env="TextGen-GuessNumber-v0").validate()
+    assert VecPartnerBatcher in wrappers(training_env(game))
+    assert VecPartnerBatcher not in wrappers(training_env(tiny_config("ppo").validate()))  # single-turn
+
+
 def test_softq_on_a_multi_turn_env_is_one_error_before_anything_is_written(tmp_path):
     with pytest.raises(
         ValueError, match="softq replays single-turn texts and TextGen-GuessNumber-v0 is multi-turn"

@@ -68,8 +68,9 @@ from textgym.agents.runs.rundir import (
     start_over,
     stopped_early,
 )
+from textgym.envs.multiturn import MultiTurnEnv
 from textgym.models.precision import describe_precision, resolve_device
-from textgym.wrappers import VecKLRewardWrapper
+from textgym.wrappers import VecKLRewardWrapper, VecPartnerBatcher
 
 
 def build_agent(config: TrainConfig, tensorboard: Path | None, device: str) -> BaseAlgorithm:
@@ -99,7 +100,8 @@ def build_agent(config: TrainConfig, tensorboard: Path | None, device: str) -> B
 
 
 def training_env(config: TrainConfig) -> Any:
-    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs; unless the policy computes the KL
+    """TextPPO's env, or for stock PPO/A2C ``n_envs`` envs (multi-turn ones with their partners'
+    replies asked in one batch per step); unless the policy computes the KL
     itself (``policy_kwargs.kl_to_reference``), they pay the KL to a frozen copy of the initial
     model in their rewards, scored for all envs in one batched step."""
     if config.algo not in STOCK:
@@ -108,6 +110,8 @@ def training_env(config: TrainConfig) -> Any:
     env_kwargs = {**config.env_kwargs, "model": config.model, "render_mode": "ansi"}
     n_envs = config.hyperparams["n_envs"]
     venv = make_vec_env(config.env, n_envs=n_envs, seed=config.seed, env_kwargs=env_kwargs)
+    if isinstance(venv.envs[0].unwrapped, MultiTurnEnv):  # the partners of all envs reply in one batch
+        venv = VecPartnerBatcher(venv)
     if config.hyperparams["policy_kwargs"].get("kl_to_reference"):
         return venv
     return VecKLRewardWrapper(venv, coef=config.hyperparams["kl_coef"], model=config.model)

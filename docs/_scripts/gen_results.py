@@ -32,6 +32,7 @@ from textgym.agents.leaderboard.config import AGENTS, LeaderboardConfig
 from textgym.agents.leaderboard.store import read_records
 from textgym.agents.runs.config import TrainConfig
 from textgym.agents.runs.hyperparams import hyperparams
+from textgym.envs.guess_number import binary_search_turns
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -362,6 +363,25 @@ def _cell_text(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|") or "*(empty)*"
 
 
+def _text_cell(row: dict[str, Any]) -> str:
+    """A row's text, or for a multi-turn game its turns, each with the partner's reply."""
+    if "conversation" not in row:
+        return _cell_text(row["text"])
+    return " ".join(
+        f"**A:** {_cell_text(t['text'])} **P:** {_cell_text(t['reply'])}" for t in row["conversation"]
+    )
+
+
+def _won_turns(evaluation: dict[str, Any]) -> str:
+    """The mean turns of the games won, and how many were won."""
+    won = [row["turns"] for row in evaluation["examples"] if row.get("success") == 1.0]
+    return (
+        f"{sum(won) / len(won):.2f} turns ({len(won)} of {len(evaluation['examples'])} won)"
+        if won
+        else "no game won"
+    )
+
+
 def task_markdown(run_dir: Path) -> list[str]:
     """One ``textgym train`` run's task metrics before and after, and the texts of the first
     test prompts that both evaluations drew, side by side."""
@@ -369,6 +389,7 @@ def task_markdown(run_dir: Path) -> list[str]:
     before, after = (json.loads((run_dir / f"eval-{n}.json").read_text()) for n in ("before", "after"))
     config, summary = run["config"], run.get("summary", {})
     keys = ["reward", *before["metric_names"], "distinct_2", "perplexity", "kl", "mean_length"]
+    keys = [key for key in keys if key in before["metrics"] or key in after["metrics"]]
     first = before["examples"][0] if before["examples"] else {"components": {}}
     terms = ", ".join(f"`{term}`" for term in first["components"]) or "-"
     study = run_dir.name.startswith("study-")
@@ -387,12 +408,20 @@ def task_markdown(run_dir: Path) -> list[str]:
         ),
         "",
     ]
+    if config["env"].startswith("TextGen-GuessNumber-"):
+        high = int(config.get("env_kwargs", {}).get("high", 20))
+        lines += [
+            f"Games won, their mean number of turns: before {_won_turns(before)}, after "
+            f"{_won_turns(after)}; bisection, the known optimum, takes {binary_search_turns(high):.2f} "
+            f"turns on average over the secrets 1 to {high} (`binary_search_turns({high})`).",
+            "",
+        ]
     later = {(row["example_id"], row["seed"]): row for row in after["examples"]}
     pairs = [(row, later.get((row["example_id"], row["seed"]))) for row in before["examples"]]
     pairs = [pair for pair in pairs if pair[1] is not None][:TEXTS_SHOWN]
     rows = [
         [_cell_text(b["prompt"]), _cell_text(b["references"][0]),
-         *(f"{_cell_text(row['text'])} ({row['reward']:+.2f})" for row in (b, a))]
+         *(f"{_text_cell(row)} ({row['reward']:+.2f})" for row in (b, a))]
         for b, a in pairs
     ]  # fmt: skip
     return [*lines, *_table(["prompt", "reference", "before (reward)", "after (reward)"], rows), ""]
@@ -444,6 +473,34 @@ def ratios_markdown(family: str) -> list[str]:
 
 
 def _family_extra(family: str, record: dict[str, Any]) -> list[str]:
+    args = record.get("args", {})
+    if family == "multiturn":
+        rows = [
+            [way, args.get("env", "-").removeprefix("TextGen-"), f"{record[way]['tokens']}",
+             _f(record[way]["tokens_per_s"], 1),
+             f"{record[way]['end_turns_share']:.1%}" if way != "single_turn" else "-"]
+            for way in ("cached", "reencoded", "single_turn")
+        ]  # fmt: skip
+        return _table(
+            ["rollout", "env", "agent tokens", "agent tokens/s", "ending turns (partner, rewards)"], rows
+        )
+    if family == "partner_batching":
+        rows = [
+            [way, _f(record[way]["seconds"], 1), _f(record[way]["partner_seconds"], 1),
+             f"{record[way]['partner_share']:.1%}", f"{record[way]['replies']}", f"{record[way]['calls']}",
+             _f(record[way]["seconds_per_reply"], 3)]
+            for way in ("alone", "batched")
+        ]  # fmt: skip
+        header = [
+            "partners",
+            "step seconds",
+            "partner seconds",
+            "partner share",
+            "replies",
+            "calls",
+            "s/reply",
+        ]
+        return _table(header, rows)
     if family == "precision" and record.get("settings"):
         rows = [
             [
@@ -608,6 +665,11 @@ FAMILIES = {
     "fine-tuning and LoRA.",
     "groups": "`benchmarks/groups.py`: a group's prompt run once per group against once per row.",
     "core": "`benchmarks/core.py`: model loading, env overhead, the default model acting through the env.",
+    "multiturn": "`benchmarks/multiturn.py`: a batch of games with one KV cache through every turn, against "
+    "re-running each turn's context and against single-turn episodes of the same length; the share of "
+    "the rollout spent ending turns (the partner's replies and the turn rewards).",
+    "partner_batching": "`benchmarks/partner_batching.py`: a vector env's partners replying one at a time "
+    "against in one batch per step (`VecPartnerBatcher`).",
 }
 
 
@@ -632,6 +694,7 @@ def generate(docs: Path) -> None:
     write(out / "leaderboard-top.md", readme_top_rows(chosen) + "\n")
     write(out / "results-training.md", training_markdown())
     write(out / "results-tasks.md", tasks_markdown())
+    write(out / "results-multiturn-runs.md", tasks_markdown(("GuessNumber", "TargetChat")))
     write(out / "results-compare-trl.md", "\n".join(compare_trl_markdown()) + "\n")
     write(out / "results-agents-learn.md", "\n".join(agents_learn_markdown()) + "\n")
     write(out / "results-dialogue-rewards.md", "\n".join(dialogue_rewards_markdown()) + "\n")

@@ -9,14 +9,16 @@ token space: the history is never re-tokenized, so every observation is a prefix
 and the partner's tokens are observations, never actions.
 
 :meth:`MultiTurnEnv.end_turns` is the batched form of a turn's end: batch samplers call it with
-the turns a batch of conversations just finished, as ``step`` does with one.
+the turns a batch of conversations just finished, as ``step`` does with one. A vector env of
+separate envs batches its partners' replies through :meth:`MultiTurnEnv.reply_request` and
+:meth:`MultiTurnEnv.supply_reply` (see :class:`textgym.wrappers.VecPartnerBatcher`).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -97,6 +99,20 @@ class HumanPartner(Partner):
         return [self.ask(f"agent: {c.messages[-1][1]}\nyou: ") for c in conversations]
 
 
+def check_replies(partner: Partner, replies: Any, n: int) -> list[str]:
+    """``replies`` if it is what ``partner.reply`` must return for ``n`` conversations (a list of
+    ``n`` strings); otherwise one TypeError that says what came back."""
+    name = type(partner).__name__
+    if not isinstance(replies, (list, tuple)) or len(replies) != n:
+        raise TypeError(
+            f"{name}.reply must return a list of one string per conversation ({n}), got {replies!r}"
+        )
+    for reply in replies:
+        if not isinstance(reply, str):
+            raise TypeError(f"{name}.reply returned a {type(reply).__name__}, not a str")
+    return list(replies)
+
+
 class MultiTurnEnv(TextGenEnv):
     """Episodes of up to ``max_turns`` agent turns with a partner's reply between them.
 
@@ -149,6 +165,7 @@ class MultiTurnEnv(TextGenEnv):
         self._conversation: Conversation | None = None
         self._turn: list[int] = []  # the agent's tokens of the turn under way
         self._results: list[TurnResult] = []  # the episode's finished turns
+        self._supplied: str | None = None  # the partner's reply to the next step's turn, asked in a batch
 
     def observation_length(self) -> int:
         """L: the prompt, every turn's budget, and a partner message between turns."""
@@ -237,26 +254,20 @@ class MultiTurnEnv(TextGenEnv):
                 raise ValueError("every turn emits at least one token")
             if conversation.turn >= self.max_turns:
                 raise ValueError(f"the conversation already had its {self.max_turns} turns")
-            bad = not self._valid_actions[tokens[-1]]
-            ended = bad or tokens[-1] in self.eos_token_ids
+            text, ended, bad = self._close_turn(tokens)
             invalid.append(bad)
             closed.append(ended)
-            texts.append(self.completion_text(list(tokens[:-1] if ended else tokens)))
+            texts.append(text)
         answered = [i for i, bad in enumerate(invalid) if not bad]
         talking = [conversations[i] for i in answered]
         for i in answered:
             conversations[i].messages.append(("assistant", texts[i]))
-        replies = self.partner.reply(talking) if talking else []
-        if not isinstance(replies, (list, tuple)) or len(replies) != len(talking):
-            raise TypeError(
-                f"{type(self.partner).__name__}.reply must return a list of one string per conversation "
-                f"({len(talking)}), got {replies!r}"
-            )
-        for reply in replies:
-            if not isinstance(reply, str):
-                raise TypeError(
-                    f"{type(self.partner).__name__}.reply returned a {type(reply).__name__}, not a str"
-                )
+        supplied, self._supplied = self._supplied, None
+        if supplied is not None and len(talking) == 1 and talking[0] is self._conversation:
+            replies = [supplied]  # asked for in a vector env's batch (reply_request)
+        else:
+            replies = self.partner.reply(talking) if talking else []
+            replies = check_replies(self.partner, replies, len(talking))
         for conversation, reply in zip(talking, replies):
             conversation.messages.append(("user", reply))
         rewards, components, done = self.score_turns(talking, [texts[i] for i in answered], replies)
@@ -283,6 +294,40 @@ class MultiTurnEnv(TextGenEnv):
                 )
             )
         return results
+
+    def _close_turn(self, tokens: Sequence[int]) -> tuple[str, bool, bool]:
+        """A finished turn's text, whether the agent closed it itself (its end-of-turn token or an
+        invalid id, neither part of the text), and whether it ended on an invalid id."""
+        bad = not self._valid_actions[tokens[-1]]
+        ended = bad or tokens[-1] in self.eos_token_ids
+        return self.completion_text(list(tokens[:-1] if ended else tokens)), ended, bad
+
+    def reply_request(self, action: Any) -> Conversation | None:
+        """If ``step(action)`` would end the agent's turn with a reply due, the conversation as
+        the partner will read it (a copy with the turn appended, sharing the original's
+        ``state``); otherwise None (the turn goes on, the id is invalid or out of range, or no
+        episode is under way: ``step`` then does what it always does). A vector env asks the
+        partner for all its envs' requests at once and hands each env its reply with
+        :meth:`supply_reply` before stepping it."""
+        if self._conversation is None or self._done or self._example is None:
+            return None
+        try:
+            token = int(action)
+        except (TypeError, ValueError):
+            return None
+        if not 0 <= token < len(self._valid_actions) or not self._valid_actions[token]:
+            return None
+        if token not in self.eos_token_ids and len(self._turn) + 1 < self.max_new_tokens:
+            return None
+        text, _, _ = self._close_turn([*self._turn, token])
+        conversation = self._conversation
+        return replace(conversation, messages=[*conversation.messages, ("assistant", text)])
+
+    def supply_reply(self, reply: str) -> None:
+        """The partner's reply to the turn the next ``step`` ends, asked for through
+        :meth:`reply_request` (the step uses it instead of calling the partner; a ``reset``
+        drops it)."""
+        (self._supplied,) = check_replies(self.partner, [reply], 1)
 
     def episode_info(self, conversation: Conversation, results: Sequence[TurnResult]) -> dict[str, Any]:
         """The ``info`` entries of an episode's last step, from its turns' results."""
@@ -319,7 +364,7 @@ class MultiTurnEnv(TextGenEnv):
         return its prompt."""
         observation, info = super().reset(seed=seed, options=options)
         self._conversation = self.start_conversation(self._example)
-        self._turn, self._results = [], []
+        self._turn, self._results, self._supplied = [], [], None
         info["turn"] = 0
         return observation, info
 

@@ -72,3 +72,11 @@ class LMPartner(Partner):
         self.replies += len(replies)
         self.tokens += int((out != pad).sum())
         return replies
+
+
+@functools.cache
+def shared_partner(model: str = DEFAULT_MODEL) -> LMPartner:
+    """The one default :class:`LMPartner` of ``model`` in this process: every env that takes its
+    task's default partner shares it, so a vector env answers all its envs in one batch (see
+    :class:`~textgym.wrappers.VecPartnerBatcher`) and its counters add up the whole process's cost."""
+    return LMPartner(model)

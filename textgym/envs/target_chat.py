@@ -9,7 +9,7 @@ import numpy as np
 from textgym.datasets import Example
 from textgym.envs.base import TaskDefaults
 from textgym.envs.multiturn import Conversation, MultiTurnEnv, Partner
-from textgym.envs.partners import LMPartner
+from textgym.envs.partners import shared_partner
 
 SUCCESS_REWARD = 1.0  # the partner says the target (the agent never having said it)
 SMOOTHNESS_WEIGHT = 0.2  # x MiniLM similarity of the agent's turn to the partner's last message
@@ -71,8 +71,8 @@ class TargetChatEnv(MultiTurnEnv):
     ``max_turns`` turns.
 
     ## Arguments
-    ``max_turns``, ``partner`` (default: ``LMPartner(model)``) and ``max_partner_tokens``
-    (default 40) as in :class:`~textgym.envs.multiturn.MultiTurnEnv`. The rest as in
+    ``max_turns``, ``partner`` (default: one ``LMPartner(model)`` per process, shared by its envs) and
+    ``max_partner_tokens`` (default 40) as in :class:`~textgym.envs.multiturn.MultiTurnEnv`. The rest as in
     :class:`textgym.envs.base.TextGenEnv`; defaults ``dataset_kwargs={"context_turns": 2}``,
     ``max_prompt_tokens=160``, ``max_new_tokens=24``, ``chat_template=True`` and the system prompt
     above (``{target}`` stands for the episode's target). The task scores its own turns:
@@ -100,7 +100,7 @@ class TargetChatEnv(MultiTurnEnv):
     )
 
     def default_partner(self) -> Partner:
-        return LMPartner(self.model_name)
+        return shared_partner(self.model_name)
 
     def system_message(self, example: Example) -> str | None:
         """The system prompt with ``{target}`` replaced by the episode's target."""
