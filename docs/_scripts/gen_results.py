@@ -411,9 +411,12 @@ def task_markdown(run_dir: Path) -> list[str]:
     if config["env"].startswith("TextGen-GuessNumber-"):
         high = int(config.get("env_kwargs", {}).get("high", 20))
         lines += [
-            f"Games won, their mean number of turns: before {_won_turns(before)}, after "
-            f"{_won_turns(after)}; bisection, the known optimum, takes {binary_search_turns(high):.2f} "
-            f"turns on average over the secrets 1 to {high} (`binary_search_turns({high})`).",
+            f"Against bisection, the known optimum, which wins every game in {binary_search_turns(high):.2f} "
+            f"turns on average over the secrets 1 to {high} (`binary_search_turns({high})`): the mean "
+            "turns of all games (a lost game counts all its turns) went from "
+            f"{_metric_cell(before['metrics'], 'turns')} to {_metric_cell(after['metrics'], 'turns')}; "
+            f"the games won took {_won_turns(before)} before "
+            f"and {_won_turns(after)} after.",
             "",
         ]
     later = {(row["example_id"], row["seed"]): row for row in after["examples"]}

@@ -34,7 +34,9 @@ class TargetChatEnv(MultiTurnEnv):
     frozen copy of the env's model (the default model unless ``model=`` says otherwise), prompted
     as the other person of the chat (:class:`~textgym.envs.partners.LMPartner`: the roles
     swapped, greedy replies of at most 24 tokens); it never sees the target. Its model loads once
-    per process and serves every env in it.
+    per process and serves every env in it. Its replies take most of a rollout's time (measured
+    on the results pages, "Multi-turn tasks"); batched rollouts ask for a batch's replies in one
+    call, and a vector env does so through ``textgym.wrappers.VecPartnerBatcher``.
 
     The targets (the ``chitchat-targets`` dataset) are content words, picked as the concepts
     corpus picks them, of at least four letters that occur in at least 300 messages of the corpus;
