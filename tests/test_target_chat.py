@@ -92,6 +92,36 @@ def test_lm_partner_answers_a_batch_and_checks_its_arguments():
         make(reward="dialogue")
 
 
+def test_the_lm_partner_repeats_no_ngram_of_what_it_reads(monkeypatch):
+    from textgym.envs.partners import _partner_model
+
+    _, model = _partner_model("tiny")
+    generate, produced = model.generate, []
+
+    def spy(*args, **kwargs):
+        produced.append((kwargs["no_repeat_ngram_size"], generate(*args, **kwargs)))
+        return produced[-1][1]
+
+    monkeypatch.setattr(model, "generate", spy)
+    env = make(partner=LMPartner("tiny", max_new_tokens=12, no_repeat_ngram_size=2))
+    conversations = [env.start_conversation(env.examples[i]) for i in range(3)]
+    for conversation in conversations:
+        conversation.messages += [("assistant", "so so so"), ("user", "yes yes yes"), ("assistant", "so so")]
+    env.partner.reply(conversations)
+    [(size, out)] = produced
+    assert size == 2
+    for row in out.tolist():
+        for end in range(len(row) - 12, len(row)):  # every bigram a new token closes
+            assert (row[end - 1], row[end]) not in {
+                (a, b) for a, b in zip(row[: end - 1], row[1 : end - 1])
+            } or (
+                row[end] == row[-1] and row[end:] == [row[-1]] * (len(row) - end)  # padding after the end
+            )
+    with pytest.raises(ValueError, match=r"no_repeat_ngram_size must be an int >= 0 \(0: off\), got -1"):
+        LMPartner("tiny", no_repeat_ngram_size=-1)
+    assert LMPartner("tiny").no_repeat_ngram_size == 4  # the default
+
+
 def test_the_default_partner_is_one_per_process_so_a_vector_env_batches_it():
     first, second = make(), make()
     assert first.partner is second.partner and isinstance(first.partner, LMPartner)

@@ -27,21 +27,31 @@ def _partner_model(name: str) -> tuple[Any, torch.nn.Module]:
 class LMPartner(Partner):
     """A frozen causal LM as the other person: it reads the conversation with the roles swapped
     (the agent's turns are its user's, its own are its assistant's) under ``system_prompt`` and
-    answers greedily, at most ``max_new_tokens`` tokens, so that a seeded episode repeats. The
-    model loads once per process and serves every env in it; a batch of conversations (a batched
-    rollout's) is answered in one ``generate`` call. ``seconds``, ``replies`` and ``tokens`` count
-    what it has cost so far."""
+    answers greedily, at most ``max_new_tokens`` tokens, so that a seeded episode repeats. A reply
+    repeats no ``no_repeat_ngram_size`` tokens in a row of what it reads (0: no such rule): a small
+    model answering greedily otherwise tends to say its previous message again, whatever the agent
+    said. The model loads once per process and serves every env in it; a batch of conversations
+    (a batched rollout's) is answered in one ``generate`` call. ``seconds``, ``replies`` and
+    ``tokens`` count what it has cost so far."""
 
     def __init__(
-        self, model: str = DEFAULT_MODEL, system_prompt: str = PARTNER_SYSTEM_PROMPT, max_new_tokens: int = 24
+        self,
+        model: str = DEFAULT_MODEL,
+        system_prompt: str = PARTNER_SYSTEM_PROMPT,
+        max_new_tokens: int = 24,
+        no_repeat_ngram_size: int = 4,
     ):
         self.model = check_model_name(model)
         if not isinstance(system_prompt, str):
             raise TypeError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        size = no_repeat_ngram_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be an int >= 0 (0: off), got {size!r}")
         self.system_prompt = system_prompt
         self.max_new_tokens = max_new_tokens
+        self.no_repeat_ngram_size = size
         self.seconds, self.replies, self.tokens = 0.0, 0, 0
 
     def prompt(self, conversation: Conversation) -> str:
@@ -64,6 +74,7 @@ class LMPartner(Partner):
             attention_mask=mask,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
             pad_token_id=pad,
             eos_token_id=sorted(eos_token_ids(self.model)),
         )[:, ids.shape[1] :]  # (B, new)
