@@ -99,8 +99,9 @@ def test_the_lm_partner_repeats_no_ngram_of_what_it_reads(monkeypatch):
     generate, produced = model.generate, []
 
     def spy(*args, **kwargs):
-        produced.append((kwargs["no_repeat_ngram_size"], generate(*args, **kwargs)))
-        return produced[-1][1]
+        out = generate(*args, **kwargs)
+        produced.append((kwargs["no_repeat_ngram_size"], kwargs["input_ids"].shape[1], out))
+        return out
 
     monkeypatch.setattr(model, "generate", spy)
     env = make(partner=LMPartner("tiny", max_new_tokens=12, no_repeat_ngram_size=2))
@@ -108,15 +109,13 @@ def test_the_lm_partner_repeats_no_ngram_of_what_it_reads(monkeypatch):
     for conversation in conversations:
         conversation.messages += [("assistant", "so so so"), ("user", "yes yes yes"), ("assistant", "so so")]
     env.partner.reply(conversations)
-    [(size, out)] = produced
+    [(size, start, out)] = produced
     assert size == 2
     for row in out.tolist():
-        for end in range(len(row) - 12, len(row)):  # every bigram a new token closes
-            assert (row[end - 1], row[end]) not in {
-                (a, b) for a, b in zip(row[: end - 1], row[1 : end - 1])
-            } or (
-                row[end] == row[-1] and row[end:] == [row[-1]] * (len(row) - end)  # padding after the end
-            )
+        for end in range(start, len(row)):  # every bigram a new token closes, up to the reply's end
+            if row[end] in env.eos_token_ids or row[end] == env.tokenizer.pad_token_id:
+                break
+            assert (row[end - 1], row[end]) not in set(zip(row[: end - 1], row[1 : end - 1]))
     with pytest.raises(ValueError, match=r"no_repeat_ngram_size must be an int >= 0 \(0: off\), got -1"):
         LMPartner("tiny", no_repeat_ngram_size=-1)
     assert LMPartner("tiny").no_repeat_ngram_size == 4  # the default

@@ -302,6 +302,11 @@ class MultiTurnEnv(TextGenEnv):
         ended = bad or tokens[-1] in self.eos_token_ids
         return self.completion_text(list(tokens[:-1] if ended else tokens)), ended, bad
 
+    def _ends_turn(self, token: int, length: int) -> bool:
+        """Whether ``token``, the turn's ``length``-th, ends the agent's turn: an end-of-turn
+        token, an invalid id, or the turn's budget spent."""
+        return not self._valid_actions[token] or token in self.eos_token_ids or length >= self.max_new_tokens
+
     def reply_request(self, action: Any) -> Conversation | None:
         """If ``step(action)`` would end the agent's turn with a reply due, the conversation as
         the partner will read it (a copy with the turn appended, sharing the original's
@@ -309,15 +314,13 @@ class MultiTurnEnv(TextGenEnv):
         episode is under way: ``step`` then does what it always does). A vector env asks the
         partner for all its envs' requests at once and hands each env its reply with
         :meth:`supply_reply` before stepping it."""
-        if self._conversation is None or self._done or self._example is None:
+        if self._conversation is None or self._done:
             return None
         try:
-            token = int(action)
+            token = self._check_action(action)
         except (TypeError, ValueError):
-            return None
-        if not 0 <= token < len(self._valid_actions) or not self._valid_actions[token]:
-            return None
-        if token not in self.eos_token_ids and len(self._turn) + 1 < self.max_new_tokens:
+            return None  # step names the problem
+        if not self._valid_actions[token] or not self._ends_turn(token, len(self._turn) + 1):
             return None
         text, _, _ = self._close_turn([*self._turn, token])
         conversation = self._conversation
@@ -376,8 +379,7 @@ class MultiTurnEnv(TextGenEnv):
         self._turn.append(token)
         conversation = self._conversation
         info: dict[str, Any] = {"turn": conversation.turn, "tokens_generated": len(self._turn)}
-        ends = not self._valid_actions[token] or token in self.eos_token_ids
-        if not ends and len(self._turn) < self.max_new_tokens:
+        if not self._ends_turn(token, len(self._turn)):
             return self._observation(), 0.0, False, False, info
         (result,) = self.end_turns([conversation], [self._turn])
         self._results.append(result)
